@@ -1,0 +1,64 @@
+// Package core is stepraft's Raft consensus state machine. It is pure: it
+// does no I/O, reads no clock, starts no goroutine and draws all its
+// randomness from Config.Seed, so the same inputs always give the same
+// outputs. A host owns one *Raft per node and calls it from one goroutine.
+//
+// Inputs are Tick (the logical clock), Step (a message from a peer),
+// Campaign, Propose and the Report* calls. Outputs come as a Ready batch.
+//
+// # The Ready contract
+//
+// When HasReady reports work, the host takes rd := r.Ready() and then, in
+// this order:
+//
+//  1. Persists rd.Snapshot (if not empty), rd.Entries (the first may replace
+//     a suffix of the stored log) and rd.HardState (if not empty) to the
+//     Storage it gave core, fsyncing if rd.MustSync.
+//  2. Sends rd.Messages.
+//  3. Applies rd.CommittedEntries to its state machine, in order (after
+//     restoring rd.Snapshot, if any).
+//  4. Calls r.Advance(rd).
+//
+// A host may go faster where it is safe, as the Raft thesis (§10.2.1)
+// allows: messages that are requests (MsgApp, MsgSnap, MsgHeartbeat,
+// MsgVote, MsgPreVote, ...) may be sent before step 1 completes, in
+// parallel with the write. Messages for which Type.IsResponse() is true
+// (MsgAppResp, MsgVoteResp, MsgPreVoteResp, MsgHeartbeatResp,
+// MsgReadIndexResp) must wait until the write is durable: they promise
+// that it is.
+//
+// A node's own vote and its own append acknowledgement are responses too.
+// Core counts a candidate's vote for itself, and a leader's match of its own
+// log, only when Advance reports the Ready that carried them durable. So a
+// leader never commits, and a candidate never wins, on state a crash could
+// take back.
+//
+// Between Ready and Advance the host may keep calling Step, Tick and
+// Propose (the node package overlaps the next batch with the write), but
+// must not call Ready again.
+//
+// # Bootstrap and restart
+//
+// A founding member starts from a Storage holding a snapshot at index 1,
+// term 1 whose ConfState names the initial voters, and hard state
+// {Term: 1, Commit: 1}. On a MemoryStorage:
+//
+//	s := core.NewMemoryStorage()
+//	s.ApplySnapshot(core.Snapshot{Meta: core.SnapshotMeta{Index: 1, Term: 1,
+//		ConfState: core.ConfState{Voters: []core.NodeID{1, 2, 3}}}})
+//	s.SetHardState(core.HardState{Term: 1, Commit: 1})
+//	r, err := core.New(core.Config{ID: 1, Storage: s})
+//
+// A member joining an existing cluster starts from an empty Storage and an
+// empty configuration, and takes entries and snapshots from the leader.
+// A restarting member passes the Storage it persisted to and
+// Config.Applied, the last index its state machine applied.
+//
+// # Errors and panics
+//
+// Anything that arrives from outside (a message, a stored state) is checked:
+// a malformed or misrouted message is refused by Step with an error and
+// changes nothing; a stale one is ignored as Raft prescribes. Core panics
+// only on a broken invariant of its own or a failing Storage read, which the
+// host cannot safely continue past.
+package core

@@ -1,0 +1,9 @@
+//go:build !mutant
+
+package core
+
+// mutant names the deliberately broken rule of a mutant build, and is empty
+// in every real build. scripts/mutants.sh builds core with
+// -tags mutant,mutant_<name> and requires the test suite to fail. Every use
+// is a comparison with a constant, so real builds carry no trace of it.
+const mutant = ""

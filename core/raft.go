@@ -1,0 +1,530 @@
+package core
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+)
+
+// Raft is one node's consensus state machine. It is not safe for concurrent
+// use: one goroutine owns it. It does no I/O; see the package doc for the
+// Ready contract that a host follows.
+type Raft struct {
+	id NodeID
+
+	// Term and Vote are persisted (with log.committed) as HardState.
+	Term Term
+	Vote NodeID
+
+	log *raftLog
+
+	role Role
+	lead NodeID
+
+	// voters is the configuration that decides commit and elections;
+	// learners receive the log but do not vote.
+	voters       jointConfig
+	learners     []NodeID
+	learnersNext []NodeID
+	autoLeave    bool
+	progress     map[NodeID]*progress
+	// votes received in the current (pre-)election: true granted.
+	votes map[NodeID]bool
+
+	// leadTransferee is the member a leadership transfer goes to; None when
+	// no transfer is under way.
+	leadTransferee NodeID
+	// pendingConfIndex is the index of the latest configuration change the
+	// leader proposed; another may not be proposed until it is applied.
+	pendingConfIndex Index
+	// uncommittedSize is the payload in the leader's uncommitted tail.
+	uncommittedSize uint64
+
+	electionElapsed  int // ticks since the last reset; the leader's check-quorum clock
+	heartbeatElapsed int // leader only
+	// randomizedElectionTimeout is in [electionTimeout, 2*electionTimeout).
+	randomizedElectionTimeout int
+	rng                       *rand.Rand
+
+	cfg Config // with defaults
+
+	// msgs go to other nodes with the next Ready. msgsAfterAppend are
+	// responses to ourselves (our vote, our append acknowledgement) that
+	// count only once the next Ready is durable; Ready moves them to
+	// stepsOnAdvance and Advance delivers them.
+	msgs            []Message
+	msgsAfterAppend []Message
+	stepsOnAdvance  []Message
+	readStates      []ReadState
+
+	// What the outstanding Ready handed out, applied by Advance.
+	readyOutstanding bool
+	inProgressEntry  entryID // last entry handed out for persisting
+	inProgressSnap   Index
+	prevSoft         SoftState
+	prevHard         HardState
+
+	logger *slog.Logger
+}
+
+// entryID names an entry by (term, index).
+type entryID struct {
+	term  Term
+	index Index
+}
+
+// New returns a Raft for cfg.ID, restored from cfg.Storage: its hard state,
+// the configuration of its last snapshot, and its entries. A founding member
+// of a new cluster starts from a storage holding a snapshot at index 1, term
+// 1 with the initial configuration and hard state {Term: 1, Commit: 1}; a
+// member joining later starts from an empty storage.
+func New(cfg Config) (*Raft, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	log, err := newLog(c.Storage, c.MaxApplyBytes)
+	if err != nil {
+		return nil, err
+	}
+	hs, cs, err := c.Storage.InitialState()
+	if err != nil {
+		return nil, fmt.Errorf("core: storage initial state: %w", err)
+	}
+	r := &Raft{
+		id:       c.ID,
+		log:      log,
+		cfg:      c,
+		logger:   c.Logger.With("node_id", uint64(c.ID)),
+		rng:      rand.New(rand.NewPCG(c.Seed, uint64(c.ID))),
+		progress: map[NodeID]*progress{},
+		votes:    map[NodeID]bool{},
+	}
+	if err := r.restoreConfState(cs); err != nil {
+		return nil, err
+	}
+	if err := r.loadHardState(hs); err != nil {
+		return nil, err
+	}
+	if c.Applied > 0 {
+		applied := c.Applied
+		if applied > r.log.committed {
+			r.logger.Warn("applied index is past the durable commit; entries will be handed out again",
+				"applied", uint64(applied), "commit", uint64(r.log.committed))
+			applied = r.log.committed
+		}
+		if applied >= r.log.applied {
+			r.log.applied, r.log.applying = applied, applied
+		}
+	}
+	r.becomeFollower(r.Term, None)
+	r.prevHard = r.hardState()
+	r.prevSoft = r.softState()
+	r.logger.Info("started", "term", uint64(r.Term), "commit", uint64(r.log.committed),
+		"applied", uint64(r.log.applied), "last_index", uint64(r.log.lastIndex()),
+		"voters", fmt.Sprint(r.voters[0]))
+	return r, nil
+}
+
+// loadHardState restores term, vote and commit. A commit past the durable
+// log (possible when entries were written without fsync and lost) is cut
+// back to the log's end rather than refused: the missing entries are still
+// on a quorum, and the leader will send them again.
+func (r *Raft) loadHardState(hs HardState) error {
+	if hs.IsEmpty() {
+		return nil
+	}
+	r.Term, r.Vote = hs.Term, hs.Vote
+	commit := hs.Commit
+	if last := r.log.lastIndex(); commit > last {
+		r.logger.Warn("persisted commit is past the last entry; entries were lost, the leader will repair them",
+			"commit", uint64(commit), "last_index", uint64(last))
+		commit = last
+	}
+	if commit < r.log.committed {
+		commit = r.log.committed // never behind the snapshot
+	}
+	r.log.committed = commit
+	return nil
+}
+
+// restoreConfState installs a configuration, as found in a snapshot.
+func (r *Raft) restoreConfState(cs ConfState) error {
+	voters := jointConfig{newMajorityConfig(cs.Voters), newMajorityConfig(cs.VotersOutgoing)}
+	learners := newMajorityConfig(cs.Learners)
+	for _, id := range learners {
+		if voters.contains(id) {
+			return fmt.Errorf("core: node %d is both voter and learner in %+v", id, cs)
+		}
+	}
+	for _, id := range slices.Concat(voters.ids(), []NodeID(learners)) {
+		if id == None {
+			return fmt.Errorf("core: configuration %+v names node 0", cs)
+		}
+	}
+	r.voters = voters
+	r.learners = learners
+	r.learnersNext = newMajorityConfig(cs.LearnersNext)
+	r.autoLeave = cs.AutoLeave
+	r.resetProgress()
+	return nil
+}
+
+// resetProgress rebuilds the progress of every member as a new leader sees
+// it: nothing known to match, next after the last entry.
+func (r *Raft) resetProgress() {
+	next := r.log.lastIndex() + 1
+	members := slices.Concat(r.voters.ids(), r.learners)
+	r.progress = make(map[NodeID]*progress, len(members))
+	for _, id := range members {
+		r.progress[id] = &progress{
+			Next:      next,
+			State:     StateProbe,
+			Inflights: newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes),
+			IsLearner: slices.Contains(r.learners, id),
+		}
+	}
+}
+
+// members returns every member with progress, sorted, so that messages go
+// out in a deterministic order.
+func (r *Raft) members() []NodeID {
+	ids := make([]NodeID, 0, len(r.progress))
+	for id := range r.progress {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (r *Raft) hardState() HardState {
+	return HardState{Term: r.Term, Vote: r.Vote, Commit: r.log.committed}
+}
+
+func (r *Raft) softState() SoftState { return SoftState{Lead: r.lead, Role: r.role} }
+
+// promotable reports whether this node may become leader: it is a voter.
+func (r *Raft) promotable() bool {
+	_, ok := r.progress[r.id]
+	return ok && !r.progress[r.id].IsLearner && r.voters.contains(r.id)
+}
+
+// Tick advances the logical clock by one tick: followers and candidates
+// count towards an election, leaders towards a heartbeat and check-quorum.
+func (r *Raft) Tick() {
+	if r.role == RoleLeader {
+		r.tickHeartbeat()
+		return
+	}
+	r.tickElection()
+}
+
+// Campaign starts an election now (with a pre-vote first unless disabled).
+// A node that is not a voter, or is already leader, does nothing.
+func (r *Raft) Campaign() error {
+	return r.step(Message{Type: MsgHup, From: r.id})
+}
+
+// Propose asks the leader to append data. It returns ErrTooLarge for data
+// over MaxEntryBytes and ErrProposalDropped when the proposal is not taken;
+// nil means the entry is in the leader's log and will be in the next
+// Ready's Entries (it may still fail to commit if leadership changes).
+func (r *Raft) Propose(data []byte) error {
+	if uint64(len(data)) > r.cfg.MaxEntryBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), r.cfg.MaxEntryBytes)
+	}
+	return r.step(Message{
+		Type:    MsgProp,
+		From:    r.id,
+		Entries: []Entry{{Type: EntryNormal, Data: data}},
+	})
+}
+
+// Step feeds in a message from a peer. A message for another node, of a
+// local type, or malformed is refused with an error (wrapping ErrMisrouted,
+// ErrStepLocalMsg or ErrMalformed) and changes nothing; a stale message is
+// ignored, as Raft says.
+func (r *Raft) Step(m Message) error {
+	if err := r.validate(&m); err != nil {
+		return err
+	}
+	return r.step(m)
+}
+
+// validate checks what must hold of any message that came over a network.
+func (r *Raft) validate(m *Message) error {
+	malformed := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s from %d: %s", ErrMalformed, m.Type, m.From, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case m.Type.IsLocal():
+		return fmt.Errorf("%w: %s", ErrStepLocalMsg, m.Type)
+	case m.Type == 0 || m.Type >= msgTypeEnd:
+		return fmt.Errorf("%w: unknown type %d", ErrMalformed, uint8(m.Type))
+	case m.To != r.id:
+		return fmt.Errorf("core: %s for %d delivered to %d: %w", m.Type, m.To, r.id, ErrMisrouted)
+	case m.From == None || m.From == r.id:
+		return malformed("bad sender")
+	case m.Term == 0 && m.Type != MsgProp:
+		return malformed("term 0")
+	case m.Type == MsgSnap && m.Snapshot == nil:
+		return malformed("no snapshot")
+	}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Type != EntryNormal && e.Type != EntryConfChange {
+			return malformed("entry %d has unknown type %d", i, uint8(e.Type))
+		}
+	}
+	if m.Type != MsgApp || len(m.Entries) == 0 {
+		return nil
+	}
+	prevTerm := m.LogTerm
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Index != m.Index+1+Index(i) {
+			return malformed("entry %d has index %d after %d", i, e.Index, m.Index)
+		}
+		if e.Term < prevTerm || e.Term > m.Term {
+			return malformed("entry %d term %d out of order (previous %d, message %d)", e.Index, e.Term, prevTerm, m.Term)
+		}
+		prevTerm = e.Term
+	}
+	return nil
+}
+
+// step runs a message through the term rules of Raft, then the role.
+func (r *Raft) step(m Message) error {
+	switch {
+	case m.Term == 0:
+		// Local message or proposal.
+	case m.Term > r.Term:
+		if m.Type == MsgVote || m.Type == MsgPreVote {
+			if r.inLease() && !m.isTransferVote() {
+				// We hear from a live leader: a vote request now is from a
+				// node that is disrupting, not replacing, it.
+				r.logger.Debug("ignoring vote request in lease", "from", uint64(m.From),
+					"term", uint64(m.Term), "msg_type", m.Type.String())
+				return nil
+			}
+		}
+		switch {
+		case m.Type == MsgPreVote:
+			// Pre-votes never change anyone's term.
+		case m.Type == MsgPreVoteResp && !m.Reject:
+			// A granted pre-vote carries the term we would campaign in; we
+			// move to it when the pre-vote is won, not before.
+		case m.Type == MsgApp || m.Type == MsgHeartbeat || m.Type == MsgSnap:
+			r.becomeFollower(m.Term, m.From)
+		default:
+			r.becomeFollower(m.Term, None)
+		}
+	case m.Term < r.Term && mutant != "accept_stale_term":
+		r.stepStale(m)
+		return nil
+	}
+
+	switch m.Type {
+	case MsgHup:
+		r.hup(false)
+		return nil
+	case MsgVote, MsgPreVote:
+		r.handleVote(m)
+		return nil
+	}
+	switch r.role {
+	case RoleLeader:
+		return r.stepLeader(m)
+	case RoleCandidate, RolePreCandidate:
+		return r.stepCandidate(m)
+	default:
+		return r.stepFollower(m)
+	}
+}
+
+// stepStale answers a message from an older term where that helps the
+// sender catch up; otherwise it drops it.
+func (r *Raft) stepStale(m Message) {
+	switch {
+	case (m.Type == MsgApp || m.Type == MsgHeartbeat) && (!r.cfg.DisableCheckQuorum || !r.cfg.DisablePreVote):
+		// A deposed leader that we no longer answer would never learn of
+		// the new term if pre-vote or check-quorum keeps everyone else
+		// from raising terms; tell it.
+		r.send(Message{To: m.From, Type: MsgAppResp})
+	case m.Type == MsgPreVote:
+		// Rejecting with our term lets the pre-candidate catch up.
+		r.send(Message{To: m.From, Term: r.Term, Type: MsgPreVoteResp, Reject: true})
+	default:
+		r.logger.Debug("ignoring message from older term", "from", uint64(m.From),
+			"term", uint64(m.Term), "msg_type", m.Type.String())
+	}
+}
+
+// inLease reports whether this node heard from a live leader within an
+// election timeout, under check-quorum.
+func (r *Raft) inLease() bool {
+	if mutant == "no_lease" {
+		return false
+	}
+	return !r.cfg.DisableCheckQuorum && r.lead != None && r.electionElapsed < r.cfg.ElectionTicks
+}
+
+// send queues m for the next Ready, filling in From and, for all but votes
+// and proposals, Term. A response to ourselves is held until the write it
+// acknowledges is durable.
+func (r *Raft) send(m Message) {
+	m.From = r.id
+	switch m.Type {
+	case MsgVote, MsgVoteResp, MsgPreVote, MsgPreVoteResp:
+		if m.Term == 0 {
+			panicf("%s sent without a term", m.Type)
+		}
+	case MsgProp:
+	default:
+		m.Term = r.Term
+	}
+	if m.To == r.id {
+		if !m.Type.IsResponse() {
+			panicf("%s sent to self", m.Type)
+		}
+		r.msgsAfterAppend = append(r.msgsAfterAppend, m)
+		return
+	}
+	r.msgs = append(r.msgs, m)
+}
+
+func (r *Raft) reset(term Term) {
+	if r.Term != term {
+		r.Term = term
+		r.Vote = None
+	}
+	r.lead = None
+	r.electionElapsed = 0
+	r.heartbeatElapsed = 0
+	r.resetRandomizedElectionTimeout()
+	r.leadTransferee = None
+	clear(r.votes)
+	r.resetProgress()
+	r.pendingConfIndex = 0
+	r.uncommittedSize = 0
+}
+
+func (r *Raft) resetRandomizedElectionTimeout() {
+	r.randomizedElectionTimeout = r.cfg.ElectionTicks + r.rng.IntN(r.cfg.ElectionTicks)
+	if mutant == "fixed_election_timeout" {
+		r.randomizedElectionTimeout = r.cfg.ElectionTicks
+	}
+}
+
+func (r *Raft) becomeFollower(term Term, lead NodeID) {
+	r.reset(term)
+	r.role = RoleFollower
+	r.lead = lead
+	r.logger.Debug("became follower", "term", uint64(term), "lead", uint64(lead))
+}
+
+func (r *Raft) becomePreCandidate() {
+	if r.role == RoleLeader {
+		panicf("leader cannot become pre-candidate")
+	}
+	// A pre-candidate keeps its term and vote and only asks.
+	r.role = RolePreCandidate
+	r.lead = None
+	clear(r.votes)
+	r.logger.Info("became pre-candidate", "term", uint64(r.Term))
+}
+
+func (r *Raft) becomeCandidate() {
+	if r.role == RoleLeader {
+		panicf("leader cannot become candidate")
+	}
+	r.reset(r.Term + 1)
+	r.Vote = r.id
+	r.role = RoleCandidate
+	r.logger.Info("became candidate", "term", uint64(r.Term))
+}
+
+func (r *Raft) becomeLeader() {
+	if r.role == RoleFollower {
+		panicf("follower cannot become leader without an election")
+	}
+	r.reset(r.Term)
+	r.role = RoleLeader
+	r.lead = r.id
+	// Our own progress: nothing counts until a write of ours is durable;
+	// the empty entry below is acknowledged after its Ready is advanced.
+	if pr := r.progress[r.id]; pr != nil {
+		pr.becomeReplicate()
+		pr.RecentActive = true
+	}
+	// Entries of older terms may be committed only through one of ours.
+	r.pendingConfIndex = r.log.lastIndex()
+	if !r.appendEntry(Entry{Type: EntryNormal}) {
+		panicf("empty entry refused")
+	}
+	r.logger.Info("became leader", "term", uint64(r.Term), "last_index", uint64(r.log.lastIndex()))
+}
+
+// appendEntry adds proposals to the leader's log; it refuses (false) when
+// the uncommitted tail is over MaxUncommittedBytes. The leader's own
+// acknowledgement waits for the write.
+func (r *Raft) appendEntry(es ...Entry) bool {
+	var size uint64
+	for i := range es {
+		size += es[i].payloadSize()
+	}
+	if max := r.cfg.MaxUncommittedBytes; max > 0 && mutant != "uncommitted_unbounded" && r.uncommittedSize > 0 && r.uncommittedSize+size > max {
+		// An empty tail always takes one proposal, however large, so that
+		// a limit below MaxEntryBytes cannot wedge the leader.
+		return false
+	}
+	r.uncommittedSize += size
+	last := r.log.lastIndex()
+	for i := range es {
+		es[i].Term = r.Term
+		es[i].Index = last + 1 + Index(i)
+	}
+	last = r.log.append(es...)
+	if mutant == "early_self_ack" {
+		r.progress[r.id].maybeUpdate(last)
+	}
+	r.send(Message{To: r.id, Type: MsgAppResp, Index: last})
+	return true
+}
+
+// ReportUnreachable tells the leader that the last message to id did not
+// arrive; replication to it falls back to probing.
+func (r *Raft) ReportUnreachable(id NodeID) {
+	if r.role != RoleLeader {
+		return
+	}
+	pr := r.progress[id]
+	if pr == nil || id == r.id {
+		return
+	}
+	r.logger.Debug("peer unreachable", "peer", uint64(id))
+	if pr.State == StateReplicate {
+		pr.becomeProbe()
+	}
+}
+
+// ReportSnapshot tells the leader whether the snapshot sent to id arrived.
+// Either way the follower is probed again (after a success, from the
+// snapshot on); after a failure, the next heartbeat response resumes it.
+func (r *Raft) ReportSnapshot(id NodeID, ok bool) {
+	if r.role != RoleLeader {
+		return
+	}
+	pr := r.progress[id]
+	if pr == nil || pr.State != StateSnapshot {
+		return
+	}
+	if !ok {
+		pr.PendingSnapshot = 0
+	}
+	pr.becomeProbe()
+	// Wait for a heartbeat response (or the answer to the snapshot) before
+	// sending more, so a follower that lost it is not flooded.
+	pr.MsgAppFlowPaused = true
+}

@@ -1,0 +1,166 @@
+package core
+
+// Ready is a batch of work for the host: what to persist, send and apply.
+// See the package doc for the order in which a host does it.
+type Ready struct {
+	// SoftState is the new leader and role; nil when unchanged.
+	SoftState *SoftState
+	// HardState is the term, vote and commit to persist; zero when
+	// unchanged.
+	HardState HardState
+	// Snapshot is an incoming snapshot to persist and restore; zero when
+	// none. It comes before any committed entry past it.
+	Snapshot Snapshot
+	// Entries are to be appended to storage. The first may replace a suffix
+	// of the stored log: everything from its index on is overwritten.
+	Entries []Entry
+	// CommittedEntries are to be applied, in order.
+	CommittedEntries []Entry
+	// Messages are to be sent. Those whose Type.IsResponse() may leave only
+	// after this Ready's write is durable; the others may leave at once.
+	Messages []Message
+	// ReadStates answer read requests.
+	ReadStates []ReadState
+	// MustSync says that the write must be fsynced before anything that
+	// depends on it: term, vote or entries changed.
+	MustSync bool
+}
+
+// HasReady reports whether Ready would return any work.
+func (r *Raft) HasReady() bool {
+	if r.readyOutstanding {
+		return false
+	}
+	if r.softState() != r.prevSoft {
+		return true
+	}
+	if r.hardState() != r.prevHard {
+		return true
+	}
+	return r.log.unstable.nextSnapshot() != nil ||
+		len(r.log.unstable.nextEntries()) > 0 ||
+		len(r.msgs) > 0 || len(r.msgsAfterAppend) > 0 ||
+		len(r.readStates) > 0 ||
+		(r.log.unstable.snapshot == nil && r.log.hasNextCommittedEnts())
+}
+
+// Ready returns the work accumulated since the last Ready and marks it as
+// handed out. The host must call Advance before the next Ready; in between
+// it may keep calling Step, Tick and Propose.
+func (r *Raft) Ready() Ready {
+	if r.readyOutstanding {
+		panicf("Ready called again before Advance")
+	}
+	rd := Ready{
+		Entries:    r.log.unstable.nextEntries(),
+		Messages:   r.msgs,
+		ReadStates: r.readStates,
+	}
+	if ss := r.softState(); ss != r.prevSoft {
+		rd.SoftState = &ss
+		r.prevSoft = ss
+	}
+	hs := r.hardState()
+	if hs != r.prevHard {
+		rd.HardState = hs
+		rd.MustSync = (hs.Term != r.prevHard.Term || hs.Vote != r.prevHard.Vote) && mutant != "no_mustsync_hardstate"
+		r.prevHard = hs
+	}
+	if s := r.log.unstable.nextSnapshot(); s != nil {
+		rd.Snapshot = *s
+		r.inProgressSnap = s.Meta.Index
+		rd.MustSync = true
+	} else {
+		// Committed entries wait until an incoming snapshot is in place.
+		rd.CommittedEntries = r.log.nextCommittedEnts()
+	}
+	if n := len(rd.Entries); n > 0 {
+		last := rd.Entries[n-1]
+		r.inProgressEntry = entryID{term: last.Term, index: last.Index}
+		rd.MustSync = true
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		r.log.applying = rd.CommittedEntries[n-1].Index
+		if r.role == RoleLeader {
+			r.reduceUncommittedSize(rd.CommittedEntries)
+		}
+	}
+	r.log.unstable.acceptInProgress()
+	r.msgs = nil
+	r.readStates = nil
+	r.stepsOnAdvance = r.msgsAfterAppend
+	r.msgsAfterAppend = nil
+	r.readyOutstanding = true
+	return rd
+}
+
+// Advance tells core that the host has done what the last Ready asked:
+// persisted it (durably, if MustSync), sent its messages and handed its
+// committed entries to the application. Only now do our own vote and our
+// own append acknowledgement count. rd must be that Ready; core remembers
+// what it handed out and does not trust rd's contents.
+func (r *Raft) Advance(rd Ready) {
+	_ = rd
+	if !r.readyOutstanding {
+		panicf("Advance without an outstanding Ready")
+	}
+	r.readyOutstanding = false
+	if r.inProgressSnap != 0 {
+		r.log.unstable.stableSnapTo(r.inProgressSnap)
+		r.log.applying = max(r.log.applying, r.inProgressSnap)
+		r.log.applied = max(r.log.applied, r.inProgressSnap)
+		r.inProgressSnap = 0
+	}
+	if r.inProgressEntry.index != 0 {
+		r.log.unstable.stableTo(r.inProgressEntry.index, r.inProgressEntry.term)
+		r.inProgressEntry = entryID{}
+	}
+	if r.log.applying > r.log.applied {
+		r.log.appliedTo(r.log.applying)
+	}
+	steps := r.stepsOnAdvance
+	r.stepsOnAdvance = nil
+	for _, m := range steps {
+		if err := r.step(m); err != nil {
+			panicf("stepping our own %s: %v", m.Type, err)
+		}
+	}
+}
+
+// reduceUncommittedSize releases the payload of committed entries from the
+// leader's uncommitted budget.
+func (r *Raft) reduceUncommittedSize(ents []Entry) {
+	var size uint64
+	for i := range ents {
+		size += ents[i].payloadSize()
+	}
+	r.uncommittedSize -= min(size, r.uncommittedSize)
+}
+
+// Status is a snapshot of a node's state for observation.
+type Status struct {
+	ID NodeID
+	HardState
+	SoftState
+	Applied Index
+	// Progress is the leader's view of each member; nil on non-leaders.
+	Progress map[NodeID]Progress
+}
+
+// Status returns the node's current state. It allocates; do not call it
+// on a hot path.
+func (r *Raft) Status() Status {
+	s := Status{
+		ID:        r.id,
+		HardState: r.hardState(),
+		SoftState: r.softState(),
+		Applied:   r.log.applied,
+	}
+	if r.role == RoleLeader {
+		s.Progress = make(map[NodeID]Progress, len(r.progress))
+		for id, pr := range r.progress {
+			s.Progress[id] = pr.public()
+		}
+	}
+	return s
+}

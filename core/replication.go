@@ -1,0 +1,91 @@
+package core
+
+import "errors"
+
+// sendAppend sends to follower `to` the entries after its Next, or a
+// snapshot if they were compacted. It sends nothing while the follower is
+// paused (probing, or a full inflight window), and an empty append only if
+// sendIfEmpty (to carry the commit index or to probe). It reports whether
+// a message was sent.
+func (r *Raft) sendAppend(to NodeID, sendIfEmpty bool) bool {
+	pr := r.progress[to]
+	if pr == nil || to == r.id || pr.isPaused() {
+		return false
+	}
+	prevIndex := pr.Next - 1
+	prevTerm, err := r.log.term(prevIndex)
+	if err != nil {
+		return r.sendSnapshot(to, pr)
+	}
+	ents, err := r.log.entries(pr.Next, r.cfg.MaxMsgBytes)
+	if err != nil {
+		return r.sendSnapshot(to, pr)
+	}
+	if len(ents) == 0 && !sendIfEmpty {
+		return false
+	}
+	var bytes uint64
+	for i := range ents {
+		bytes += ents[i].payloadSize()
+	}
+	r.send(Message{
+		To:      to,
+		Type:    MsgApp,
+		Index:   prevIndex,
+		LogTerm: prevTerm,
+		Entries: ents,
+		Commit:  r.log.committed,
+	})
+	pr.sentEntries(len(ents), bytes)
+	return true
+}
+
+// sendSnapshot sends the storage's snapshot to a follower whose next entry
+// was compacted, and holds replication to it until ReportSnapshot.
+func (r *Raft) sendSnapshot(to NodeID, pr *progress) bool {
+	if !pr.RecentActive {
+		// Do not ship a snapshot to a follower we have not heard from.
+		r.logger.Debug("not sending snapshot to inactive follower", "peer", uint64(to))
+		return false
+	}
+	snap, err := r.log.storage.Snapshot()
+	if errors.Is(err, ErrUnavailable) {
+		r.logger.Debug("snapshot not ready; will retry", "peer", uint64(to))
+		return false
+	} else if err != nil {
+		panicf("storage Snapshot failed: %v", err)
+	}
+	if snap.IsEmpty() {
+		panicf("need a snapshot for %d but storage has none", to)
+	}
+	r.logger.Info("sending snapshot", "peer", uint64(to), "index", uint64(snap.Meta.Index), "term", uint64(snap.Meta.Term))
+	pr.becomeSnapshot(snap.Meta.Index)
+	r.send(Message{To: to, Type: MsgSnap, Snapshot: &snap})
+	return true
+}
+
+// bcastAppend sends appends (new entries, or just the commit index) to every
+// member that is not paused.
+func (r *Raft) bcastAppend() {
+	for _, id := range r.members() {
+		if id != r.id {
+			r.sendAppend(id, true)
+		}
+	}
+}
+
+// bcastHeartbeat sends heartbeats. The commit index each carries is capped
+// at what that follower is known to hold, so that a heartbeat never tells
+// a follower to commit an entry it may not have.
+func (r *Raft) bcastHeartbeat() {
+	for _, id := range r.members() {
+		if id == r.id {
+			continue
+		}
+		commit := min(r.progress[id].Match, r.log.committed)
+		if mutant == "heartbeat_commit_uncapped" {
+			commit = r.log.committed
+		}
+		r.send(Message{To: id, Type: MsgHeartbeat, Commit: commit})
+	}
+}

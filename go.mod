@@ -1,0 +1,3 @@
+module github.com/stepraft/stepraft
+
+go 1.26
