@@ -36,7 +36,10 @@ func DescribeMessage(m Message) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d->%d %s Term:%d", m.From, m.To, m.Type, m.Term)
 	if m.Reject {
-		fmt.Fprintf(&b, " Rejected (Hint: %d)", m.RejectHint)
+		b.WriteString(" Rejected")
+		if m.Type == MsgAppResp {
+			fmt.Fprintf(&b, " (Hint: %d)", m.RejectHint)
+		}
 	}
 	switch m.Type {
 	case MsgApp, MsgAppResp, MsgVote, MsgPreVote:

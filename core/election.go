@@ -145,7 +145,6 @@ func (r *Raft) handleVoteResp(m Message) {
 			return
 		}
 		r.becomeLeader()
-		r.bcastAppend()
 	case VoteLost:
 		// A rejection carrying a later term already made us a follower.
 		r.becomeFollower(r.Term, None)

@@ -58,6 +58,16 @@ type progress struct {
 	MsgAppFlowPaused bool
 	Inflights        *inflights
 	IsLearner        bool
+	// sentCommit is the highest commit index this member can have learned
+	// from our appends: an empty append is worth sending only above it.
+	sentCommit Index
+}
+
+// canBumpCommit reports whether an append would tell the member a commit
+// index it has not heard yet. A member only commits entries it holds, so
+// what it can learn is capped at Next-1.
+func (pr *progress) canBumpCommit(commit Index) bool {
+	return pr.sentCommit < min(commit, pr.Next-1)
 }
 
 func (pr *progress) resetState(state ProgressState) {
@@ -68,6 +78,8 @@ func (pr *progress) resetState(state ProgressState) {
 }
 
 func (pr *progress) becomeProbe() {
+	// The member may have restarted and forgotten the commit we told it.
+	pr.sentCommit = 0
 	if pr.State == StateSnapshot {
 		// Resume after the snapshot if it was sent, else after Match.
 		pending := pr.PendingSnapshot
@@ -229,6 +241,13 @@ func (in *inflights) freeLE(to Index) {
 	in.start = idx
 	if in.count == 0 {
 		in.start = 0
+	}
+}
+
+// freeFirstOne frees the oldest inflight message.
+func (in *inflights) freeFirstOne() {
+	if in.count > 0 {
+		in.freeLE(in.buffer[in.start].index)
 	}
 }
 

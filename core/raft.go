@@ -40,6 +40,9 @@ type Raft struct {
 	pendingConfIndex Index
 	// uncommittedSize is the payload in the leader's uncommitted tail.
 	uncommittedSize uint64
+	// bcastPending asks for appends to every follower when the next Ready
+	// is built: new entries or a new commit index wait to be sent.
+	bcastPending bool
 
 	electionElapsed  int // ticks since the last reset; the leader's check-quorum clock
 	heartbeatElapsed int // leader only
@@ -268,13 +271,16 @@ func (r *Raft) validate(m *Message) error {
 		return malformed("bad sender")
 	case m.Term == 0 && m.Type != MsgProp:
 		return malformed("term 0")
-	case m.Type == MsgSnap && m.Snapshot == nil:
-		return malformed("no snapshot")
+	case m.Type == MsgSnap && (m.Snapshot == nil || m.Snapshot.Meta.Index == 0 || m.Snapshot.Meta.Term > m.Term):
+		return malformed("bad snapshot")
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		if e.Type != EntryNormal && e.Type != EntryConfChange {
 			return malformed("entry %d has unknown type %d", i, uint8(e.Type))
+		}
+		if uint64(len(e.Data)) > r.cfg.MaxEntryBytes && m.Type == MsgProp {
+			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(e.Data), r.cfg.MaxEntryBytes)
 		}
 	}
 	if m.Type != MsgApp || len(m.Entries) == 0 {
@@ -286,7 +292,7 @@ func (r *Raft) validate(m *Message) error {
 		if e.Index != m.Index+1+Index(i) {
 			return malformed("entry %d has index %d after %d", i, e.Index, m.Index)
 		}
-		if e.Term < prevTerm || e.Term > m.Term {
+		if e.Term == 0 || e.Term < prevTerm || e.Term > m.Term {
 			return malformed("entry %d term %d out of order (previous %d, message %d)", e.Index, e.Term, prevTerm, m.Term)
 		}
 		prevTerm = e.Term
@@ -408,6 +414,7 @@ func (r *Raft) reset(term Term) {
 	r.resetProgress()
 	r.pendingConfIndex = 0
 	r.uncommittedSize = 0
+	r.bcastPending = false
 }
 
 func (r *Raft) resetRandomizedElectionTimeout() {
@@ -486,6 +493,9 @@ func (r *Raft) appendEntry(es ...Entry) bool {
 		es[i].Index = last + 1 + Index(i)
 	}
 	last = r.log.append(es...)
+	// Appends go out when the Ready is built, so that every proposal taken
+	// until then travels in one message per follower.
+	r.bcastPending = true
 	if mutant == "early_self_ack" {
 		r.progress[r.id].maybeUpdate(last)
 	}

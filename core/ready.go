@@ -31,7 +31,7 @@ func (r *Raft) HasReady() bool {
 	if r.readyOutstanding {
 		return false
 	}
-	if r.softState() != r.prevSoft {
+	if r.softState() != r.prevSoft || r.bcastPending {
 		return true
 	}
 	if r.hardState() != r.prevHard {
@@ -50,6 +50,10 @@ func (r *Raft) HasReady() bool {
 func (r *Raft) Ready() Ready {
 	if r.readyOutstanding {
 		panicf("Ready called again before Advance")
+	}
+	if r.bcastPending {
+		r.bcastPending = false
+		r.bcastAppend()
 	}
 	rd := Ready{
 		Entries:    r.log.unstable.nextEntries(),

@@ -5,8 +5,8 @@ import "errors"
 // sendAppend sends to follower `to` the entries after its Next, or a
 // snapshot if they were compacted. It sends nothing while the follower is
 // paused (probing, or a full inflight window), and an empty append only if
-// sendIfEmpty (to carry the commit index or to probe). It reports whether
-// a message was sent.
+// it carries a commit index the follower has not been sent, or if
+// sendIfEmpty (to probe). It reports whether a message was sent.
 func (r *Raft) sendAppend(to NodeID, sendIfEmpty bool) bool {
 	pr := r.progress[to]
 	if pr == nil || to == r.id || pr.isPaused() {
@@ -21,7 +21,7 @@ func (r *Raft) sendAppend(to NodeID, sendIfEmpty bool) bool {
 	if err != nil {
 		return r.sendSnapshot(to, pr)
 	}
-	if len(ents) == 0 && !sendIfEmpty {
+	if len(ents) == 0 && !sendIfEmpty && !pr.canBumpCommit(r.log.committed) {
 		return false
 	}
 	var bytes uint64
@@ -37,6 +37,7 @@ func (r *Raft) sendAppend(to NodeID, sendIfEmpty bool) bool {
 		Commit:  r.log.committed,
 	})
 	pr.sentEntries(len(ents), bytes)
+	pr.sentCommit = max(pr.sentCommit, min(r.log.committed, prevIndex+Index(len(ents))))
 	return true
 }
 
@@ -64,12 +65,15 @@ func (r *Raft) sendSnapshot(to NodeID, pr *progress) bool {
 	return true
 }
 
-// bcastAppend sends appends (new entries, or just the commit index) to every
-// member that is not paused.
+// bcastAppend sends appends (new entries, or a commit index that is news) to
+// every member that is not paused; a follower in replicate state gets as
+// many as its window and MaxMsgBytes allow.
 func (r *Raft) bcastAppend() {
 	for _, id := range r.members() {
-		if id != r.id {
-			r.sendAppend(id, true)
+		if id == r.id {
+			continue
+		}
+		for r.sendAppend(id, false) {
 		}
 	}
 }

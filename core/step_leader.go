@@ -19,6 +19,10 @@ func (r *Raft) stepLeader(m Message) error {
 	}
 	switch m.Type {
 	case MsgAppResp:
+		if m.Index > r.log.lastIndex() && !m.Reject {
+			// We never sent past our log in this term, and never cut it.
+			return fmt.Errorf("%w: %d acknowledges %d past our last index %d", ErrMalformed, m.From, m.Index, r.log.lastIndex())
+		}
 		pr.RecentActive = true
 		if m.Reject {
 			r.handleAppendReject(m, pr)
@@ -28,6 +32,13 @@ func (r *Raft) stepLeader(m Message) error {
 	case MsgHeartbeatResp:
 		pr.RecentActive = true
 		pr.MsgAppFlowPaused = false
+		if pr.State == StateReplicate && pr.Inflights.full() {
+			// The follower is alive but has not acknowledged a full window:
+			// appends may have been lost on the way. Let one more go, so a
+			// lossy link that nobody reports as unreachable cannot stall
+			// replication; the follower's answer (or rejection) resumes it.
+			pr.Inflights.freeFirstOne()
+		}
 		if pr.Match < r.log.lastIndex() || pr.State == StateProbe {
 			r.sendAppend(m.From, true)
 		}
@@ -55,13 +66,11 @@ func (r *Raft) handlePropose(m Message) error {
 	if !r.appendEntry(m.Entries...) {
 		return fmt.Errorf("%w: uncommitted tail over %d bytes", ErrProposalDropped, r.cfg.MaxUncommittedBytes)
 	}
-	r.bcastAppend()
 	return nil
 }
 
 // handleAppendAck records an acknowledgement and keeps the follower fed.
 func (r *Raft) handleAppendAck(m Message, pr *progress) {
-	wasPaused := pr.isPaused()
 	if !pr.maybeUpdate(m.Index) {
 		return
 	}
@@ -78,19 +87,18 @@ func (r *Raft) handleAppendAck(m Message, pr *progress) {
 	if m.From == r.id {
 		// Our own acknowledgement: the write it names is durable.
 		if r.maybeCommit() {
-			r.bcastAppend()
+			r.bcastPending = true
 		}
 		return
 	}
 	if r.maybeCommit() {
-		// Everyone learns the new commit, this follower included.
-		r.bcastAppend()
-	} else if wasPaused {
-		// The follower was waiting on this answer; resume it even if only
-		// to tell it the commit index.
-		r.sendAppend(m.From, true)
+		// Everyone learns the new commit, this follower included, when
+		// the next Ready is built (one message for many acknowledgements).
+		r.bcastPending = true
+		return
 	}
-	// Fill the window while there is something to send.
+	// Fill the window while there is something to send (entries, or a
+	// commit index the follower missed while it was paused).
 	for r.sendAppend(m.From, false) {
 	}
 }

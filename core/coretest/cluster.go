@@ -212,20 +212,33 @@ func (c *Cluster) Deliver(keep func(core.Message) bool) []Delivery {
 			rest = append(rest, m)
 			continue
 		}
-		d := Delivery{Msg: m}
-		to := c.nodes[m.To]
-		switch {
-		case c.cut[[2]core.NodeID{m.From, m.To}]:
-			d.Dropped = "partitioned"
-		case to == nil || to.Down:
-			d.Dropped = "node down"
-		default:
-			d.Err = to.Raft.Step(m)
-		}
-		out = append(out, d)
+		out = append(out, c.DeliverMsg(m))
 	}
 	c.Net = rest
 	return out
+}
+
+// Blocked says why m cannot be delivered now ("partitioned", "node down"),
+// or returns "" if it can.
+func (c *Cluster) Blocked(m core.Message) string {
+	to := c.nodes[m.To]
+	switch {
+	case c.cut[[2]core.NodeID{m.From, m.To}]:
+		return "partitioned"
+	case to == nil || to.Down:
+		return "node down"
+	}
+	return ""
+}
+
+// DeliverMsg steps m into its receiver now, or drops it if it is Blocked.
+// The caller has taken m off Net (or made it up).
+func (c *Cluster) DeliverMsg(m core.Message) Delivery {
+	d := Delivery{Msg: m, Dropped: c.Blocked(m)}
+	if d.Dropped == "" {
+		d.Err = c.nodes[m.To].Raft.Step(m)
+	}
+	return d
 }
 
 // Delivery is one message taken off the network.
