@@ -124,20 +124,18 @@ func (l *raftLog) isUpToDate(lasti Index, term Term) bool {
 // maybeAppend applies the consistency check of an append: if our entry at
 // prevIndex has prevTerm, it appends ents (replacing any conflicting
 // suffix), commits up to min(committed, the last new index), and returns
-// the last new index. It refuses to replace a committed entry.
-func (l *raftLog) maybeAppend(prevIndex Index, prevTerm Term, committed Index, ents []Entry) (Index, bool, error) {
+// the last new index. The caller answers appends that start below our
+// commit without calling it, so a conflict is always past the commit.
+func (l *raftLog) maybeAppend(prevIndex Index, prevTerm Term, committed Index, ents []Entry) (Index, bool) {
 	if !l.matchTerm(prevIndex, prevTerm) && (mutant != "no_consistency_check" || prevIndex > l.lastIndex()) {
-		return 0, false, nil
+		return 0, false
 	}
 	lastNew := prevIndex + Index(len(ents))
 	if ci := l.findConflict(ents); ci != 0 {
-		if ci <= l.committed {
-			return 0, false, fmt.Errorf("%w: entry %d conflicts with committed entry (commit %d)", ErrMalformed, ci, l.committed)
-		}
 		l.append(ents[ci-(prevIndex+1):]...)
 	}
 	l.commitTo(min(committed, lastNew))
-	return lastNew, true, nil
+	return lastNew, true
 }
 
 // append adds ents, which start at most at lastIndex()+1, and returns the

@@ -29,6 +29,9 @@ type Raft struct {
 	learnersNext []NodeID
 	autoLeave    bool
 	progress     map[NodeID]*progress
+	// memberIDs is every key of progress, sorted: messages to members go
+	// out in this order, so that a run is deterministic.
+	memberIDs []NodeID
 	// votes received in the current (pre-)election: true granted.
 	votes map[NodeID]bool
 
@@ -179,6 +182,8 @@ func (r *Raft) restoreConfState(cs ConfState) error {
 func (r *Raft) resetProgress() {
 	next := r.log.lastIndex() + 1
 	members := slices.Concat(r.voters.ids(), r.learners)
+	slices.Sort(members)
+	r.memberIDs = members
 	r.progress = make(map[NodeID]*progress, len(members))
 	for _, id := range members {
 		r.progress[id] = &progress{
@@ -191,15 +196,8 @@ func (r *Raft) resetProgress() {
 }
 
 // members returns every member with progress, sorted, so that messages go
-// out in a deterministic order.
-func (r *Raft) members() []NodeID {
-	ids := make([]NodeID, 0, len(r.progress))
-	for id := range r.progress {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
+// out in a deterministic order. The caller must not modify it.
+func (r *Raft) members() []NodeID { return r.memberIDs }
 
 func (r *Raft) hardState() HardState {
 	return HardState{Term: r.Term, Vote: r.Vote, Commit: r.log.committed}
@@ -393,6 +391,14 @@ func (r *Raft) send(m Message) {
 	if m.To == r.id {
 		if !m.Type.IsResponse() {
 			panicf("%s sent to self", m.Type)
+		}
+		if n := len(r.msgsAfterAppend); n > 0 && m.Type == MsgAppResp {
+			// Acknowledgements only grow: the last one of a term says all
+			// that the ones before it said.
+			if last := &r.msgsAfterAppend[n-1]; last.Type == MsgAppResp && last.Term == m.Term && !last.Reject {
+				last.Index = max(last.Index, m.Index)
+				return
+			}
 		}
 		r.msgsAfterAppend = append(r.msgsAfterAppend, m)
 		return

@@ -69,9 +69,7 @@ func (r *Raft) handleAppend(m Message) error {
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
 		return nil
 	}
-	if last, ok, err := r.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries); err != nil {
-		return err
-	} else if ok {
+	if last, ok := r.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries); ok {
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: last})
 		return nil
 	}
