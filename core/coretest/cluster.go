@@ -2,6 +2,8 @@
 // each node has its own MemoryStorage and follows the Ready contract, and
 // messages travel through a network the test controls (deliver, drop,
 // partition). It is deterministic: the same calls give the same trace.
+// RunSim (sim.go) drives such a cluster through random faults from one
+// seed and checks Raft's safety properties after every step.
 package coretest
 
 import (
@@ -51,12 +53,8 @@ func NewCluster(base core.Config) *Cluster {
 // {Term: 1, Commit: 1}, as DESIGN.md prescribes.
 func (c *Cluster) Bootstrap(ids ...core.NodeID) error {
 	for _, id := range ids {
-		s := core.NewMemoryStorage()
-		snap := core.Snapshot{Meta: core.SnapshotMeta{Index: 1, Term: 1, ConfState: core.ConfState{Voters: ids}}}
-		if err := s.ApplySnapshot(snap); err != nil {
-			return err
-		}
-		if err := s.SetHardState(core.HardState{Term: 1, Commit: 1}); err != nil {
+		s, err := BootstrapStorage(ids...)
+		if err != nil {
 			return err
 		}
 		if err := c.AddNode(id, s); err != nil {
@@ -64,6 +62,22 @@ func (c *Cluster) Bootstrap(ids ...core.NodeID) error {
 		}
 	}
 	return nil
+}
+
+// BootstrapStorage returns the storage a founding member of a cluster of
+// voters starts from: a snapshot at index 1, term 1 naming the voters, and
+// hard state {Term: 1, Commit: 1}.
+func BootstrapStorage(voters ...core.NodeID) (*core.MemoryStorage, error) {
+	s := core.NewMemoryStorage()
+	snap := core.Snapshot{Meta: core.SnapshotMeta{Index: 1, Term: 1,
+		ConfState: core.ConfState{Voters: slices.Clone(voters)}}}
+	if err := s.ApplySnapshot(snap); err != nil {
+		return nil, err
+	}
+	if err := s.SetHardState(core.HardState{Term: 1, Commit: 1}); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // AddNode starts node id on storage s.
@@ -105,6 +119,15 @@ func (n *Node) StartReady(c *Cluster) (core.Ready, bool) {
 	}
 	n.pending = &rd
 	return rd, true
+}
+
+// Pending returns the Ready taken by StartReady whose write has not
+// happened yet, if there is one.
+func (n *Node) Pending() (core.Ready, bool) {
+	if n.pending == nil {
+		return core.Ready{}, false
+	}
+	return *n.pending, true
 }
 
 // FinishReady persists the pending Ready, sends its responses, applies its

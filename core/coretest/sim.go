@@ -1,0 +1,1264 @@
+package coretest
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"strings"
+
+	"github.com/stepraft/stepraft/core"
+)
+
+// The simulator runs a whole cluster of core.Raft nodes through a random
+// schedule of faults drawn from one seeded generator, and checks Raft's
+// safety properties after every step:
+//
+//   - election safety: at most one leader per term, ever, across crashes;
+//   - log matching: an entry is named by (index, term); every node that holds
+//     it holds the same command and the same term just before it, so two
+//     logs that share an entry share the whole prefix before it;
+//   - state machine safety: every node that applied an index applied the
+//     same entry there, each node applies indexes in order and once;
+//   - leader completeness: a leader of a term later than the one an entry
+//     was committed in holds that entry (in its storage, or in the Ready it
+//     is writing);
+//   - a live node's commit and applied indexes never go back, its durable
+//     term never goes back and its durable vote never changes within a term;
+//   - core's own CheckInvariants on every live node;
+//   - Step refuses no message that a real node sent.
+//
+// After the faulty phase a liveness phase heals the network, restarts every
+// node, and requires a leader and a fresh committed proposal on every node
+// within a bounded number of ticks.
+//
+// The host side follows the Ready contract honestly: a node's MemoryStorage
+// holds exactly what FinishReady persisted; a Ready taken in the early form
+// (StartReady) has sent its requests but not its responses, and a crash
+// before FinishReady loses it.
+//
+// Actions are a table of weighted SimActions (DefaultSimActions); later
+// features plug in by adding rows, and SimConfig.Weights retunes or turns
+// off rows by name.
+
+// SimConfig configures one simulator run. The zero value of every field
+// but Seed has a default.
+type SimConfig struct {
+	// Seed fixes the whole run: the schedule, the node configuration and
+	// each node's Config.Seed.
+	Seed uint64
+	// Nodes is the size of the cluster; default 3.
+	Nodes int
+	// Steps is the number of random actions in the faulty phase; default 1000.
+	Steps int
+	// Actions replaces the default action table when not nil.
+	Actions []SimAction
+	// Weights overrides the weight of actions by name; 0 turns one off.
+	Weights map[string]int
+	// FixedWeights keeps the table's weights as they are. Otherwise every
+	// weight not named in Weights is scaled by a factor drawn from the
+	// seed, from 1/4 to 4, so that runs differ in character.
+	FixedWeights bool
+	// Configure, if set, adjusts the node configuration drawn from the seed
+	// (before any node starts).
+	Configure func(*core.Config)
+	// LivenessTicks bounds the ticks of the liveness phase; default 300.
+	// Negative skips the liveness phase.
+	LivenessTicks int
+	// TraceLen is how many of the last actions a violation reports;
+	// default 50.
+	TraceLen int
+	// Trace, if set, receives every action as it runs.
+	Trace func(line string)
+}
+
+// SimAction is one kind of step the simulator may take.
+type SimAction struct {
+	Name string
+	// Weight is the relative chance of drawing this action.
+	Weight int
+	// Do performs the action and describes it for the trace. ok false
+	// means it was not possible now (nothing to deliver, no node down...)
+	// and another action is drawn instead. An error is a violation.
+	Do func(s *Sim) (desc string, ok bool, err error)
+}
+
+// SimResult counts what a run did.
+type SimResult struct {
+	Seed       uint64
+	Nodes      int
+	Steps      int            // steps of the faulty phase run
+	Config     string         // the node configuration drawn from the seed
+	Weights    map[string]int // the action weights the run used
+	Actions    map[string]int
+	Delivered  int // messages stepped into a node
+	Dropped    int // messages dropped (by the drop action, a cut or a down node)
+	Dupes      int
+	Crashes    int
+	LostReadys int // crashes that lost a Ready whose requests had gone out
+	Restarts   int
+	Readys     int
+	Proposals  int // proposals a leader took
+	Leaders    int // distinct (term, leader) pairs seen
+	MaxTerm    core.Term
+	Committed  int // distinct indexes applied somewhere (entries committed)
+	// LivenessTicks is how many ticks the liveness phase needed.
+	LivenessTicks int
+	// Digest is a hash of the full trace: equal seeds give equal digests.
+	Digest uint64
+}
+
+// SimViolation is a broken safety (or liveness) property, with what is
+// needed to replay it.
+type SimViolation struct {
+	Seed  uint64
+	Nodes int
+	Steps int    // the run's configured steps
+	Step  int    // the step after which the check failed
+	Phase string // "faults" or "liveness"
+	Err   error
+	// Trace is the tail of the action history, oldest first.
+	Trace []string
+}
+
+func (v *SimViolation) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sim violation: seed=%d nodes=%d steps=%d: %s step %d: %v",
+		v.Seed, v.Nodes, v.Steps, v.Phase, v.Step, v.Err)
+	if len(v.Trace) > 0 {
+		fmt.Fprintf(&b, "\nlast %d actions:\n  %s", len(v.Trace), strings.Join(v.Trace, "\n  "))
+	}
+	return b.String()
+}
+
+func (v *SimViolation) Unwrap() error { return v.Err }
+
+// DefaultSimActions returns the action table of the simulator, with the
+// default weights.
+func DefaultSimActions() []SimAction {
+	return []SimAction{
+		{Name: "deliver", Weight: 400, Do: (*Sim).actDeliver},
+		{Name: "drop", Weight: 10, Do: (*Sim).actDrop},
+		{Name: "duplicate", Weight: 10, Do: (*Sim).actDuplicate},
+		{Name: "delay", Weight: 10, Do: (*Sim).actDelay},
+		{Name: "tick", Weight: 60, Do: (*Sim).actTick},
+		{Name: "tick-all", Weight: 30, Do: (*Sim).actTickAll},
+		{Name: "ready", Weight: 150, Do: (*Sim).actReady},
+		{Name: "ready-early", Weight: 50, Do: (*Sim).actReadyEarly},
+		{Name: "finish-ready", Weight: 50, Do: (*Sim).actFinishReady},
+		{Name: "crash", Weight: 5, Do: (*Sim).actCrash},
+		{Name: "crash-leader", Weight: 3, Do: (*Sim).actCrashLeader},
+		{Name: "restart", Weight: 20, Do: (*Sim).actRestart},
+		{Name: "partition", Weight: 5, Do: (*Sim).actPartition},
+		{Name: "cut", Weight: 3, Do: (*Sim).actCut},
+		{Name: "heal", Weight: 15, Do: (*Sim).actHeal},
+		{Name: "propose", Weight: 60, Do: (*Sim).actPropose},
+		{Name: "report-unreachable", Weight: 5, Do: (*Sim).actReportUnreachable},
+		{Name: "campaign", Weight: 5, Do: (*Sim).actCampaign},
+	}
+}
+
+// Sim is a running simulation. Actions get it to act on the cluster; all
+// their randomness must come from Rand.
+type Sim struct {
+	Cluster *Cluster
+	Rand    *rand.Rand
+
+	cfg     SimConfig
+	actions []SimAction
+	total   int // sum of weights
+	step    int
+	phase   string
+	res     SimResult
+	trace   []string // ring of the last TraceLen lines
+	traceN  int      // lines written so far
+	doing   string   // the action running, for a panic's report
+	digest  uint64
+
+	// delayed messages are held back from the network until a step.
+	delayed []delayedMsg
+
+	nodes map[core.NodeID]*simNode
+	// leaders remembers the leader of every term seen.
+	leaders map[core.Term]core.NodeID
+	maxLead core.Term // highest term with a leader seen
+	// ents names each entry ever handed out for persisting by (index, term).
+	ents map[entryKey]entryRec
+	// committed[i] is the entry applied at index i by whoever applied it
+	// first, and the highest leader term known then (an upper bound on the
+	// term the entry was committed in).
+	committed []committedRec
+	// leadChecked[(id, term)] is how far that leader's log was checked
+	// against committed.
+	leadChecked map[leaderKey]core.Index
+}
+
+type delayedMsg struct {
+	m     core.Message
+	until int
+}
+
+type simNode struct {
+	commit, applied core.Index // last seen on the live node
+	hard            core.HardState
+	appliedSeen     int        // prefix of Node.Applied already checked
+	lastApplied     core.Index // index of the last applied entry checked
+	incarnation     uint64
+	liveDone        bool // applied a liveness proposal
+}
+
+type entryKey struct {
+	index core.Index
+	term  core.Term
+}
+
+type entryRec struct {
+	typ      core.EntryType
+	data     string
+	prevTerm core.Term // term of the entry before; 0 unknown
+	from     core.NodeID
+}
+
+type committedRec struct {
+	set   bool
+	e     core.Entry
+	bound core.Term
+	by    core.NodeID
+}
+
+type leaderKey struct {
+	id   core.NodeID
+	term core.Term
+}
+
+const livenessPrefix = "live-"
+
+// snapIndex returns the index of s's snapshot.
+func snapIndex(s *core.MemoryStorage) core.Index {
+	first, _ := s.FirstIndex()
+	return first - 1
+}
+
+// RunSim runs one simulation. It returns the run's counters, and a
+// *SimViolation if a property broke (the counters then cover the run up to
+// the violation).
+func RunSim(cfg SimConfig) (res *SimResult, err error) {
+	s, err := newSim(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		// Core panics only on a broken invariant of its own: a violation.
+		if p := recover(); p != nil {
+			err = s.violation(fmt.Errorf("panic during %s: %v\n%s", s.doing, p, debug.Stack()))
+		}
+		s.res.Digest = s.digest
+		s.res.Committed = 0
+		for _, c := range s.committed {
+			if c.set {
+				s.res.Committed++
+			}
+		}
+		res = &s.res
+	}()
+	if err := s.check(); err != nil {
+		return nil, s.violation(err)
+	}
+	for s.step = 1; s.step <= s.cfg.Steps; s.step++ {
+		s.res.Steps = s.step
+		if err := s.runStep(); err != nil {
+			return nil, s.violation(err)
+		}
+		if err := s.check(); err != nil {
+			return nil, s.violation(err)
+		}
+		if s.step%100 == 0 {
+			if err := s.checkDurableLogs(); err != nil {
+				return nil, s.violation(err)
+			}
+		}
+	}
+	if s.cfg.LivenessTicks >= 0 {
+		if err := s.liveness(); err != nil {
+			return nil, s.violation(err)
+		}
+	}
+	if err := s.checkDurableLogs(); err != nil {
+		return nil, s.violation(err)
+	}
+	return nil, nil
+}
+
+func newSim(cfg SimConfig) (*Sim, error) {
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 3
+	}
+	if cfg.Steps == 0 {
+		cfg.Steps = 1000
+	}
+	if cfg.LivenessTicks == 0 {
+		cfg.LivenessTicks = 300
+	}
+	if cfg.TraceLen <= 0 {
+		cfg.TraceLen = 50
+	}
+	if cfg.Nodes < 1 || cfg.Nodes > 9 {
+		return nil, fmt.Errorf("sim: %d nodes; want 1 to 9", cfg.Nodes)
+	}
+	actions := cfg.Actions
+	if actions == nil {
+		actions = DefaultSimActions()
+	}
+	s := &Sim{
+		Rand:        rand.New(rand.NewPCG(cfg.Seed, 0x5eed_51a7_0000_0001)),
+		cfg:         cfg,
+		phase:       "faults",
+		nodes:       map[core.NodeID]*simNode{},
+		leaders:     map[core.Term]core.NodeID{},
+		ents:        map[entryKey]entryRec{},
+		leadChecked: map[leaderKey]core.Index{},
+		res:         SimResult{Seed: cfg.Seed, Nodes: cfg.Nodes, Actions: map[string]int{}},
+		digest:      fnvOffset,
+	}
+	s.res.Weights = map[string]int{}
+	for _, a := range actions {
+		if w, ok := cfg.Weights[a.Name]; ok {
+			a.Weight = w
+		} else if !cfg.FixedWeights && a.Weight > 0 {
+			// Each run leans its own way (lossy, crashy, slow to
+			// persist...): a quarter to four times the table's weight.
+			a.Weight = max(1, a.Weight*[]int{1, 2, 4, 8, 16}[s.Rand.IntN(5)]/4)
+		}
+		s.res.Weights[a.Name] = a.Weight
+		if a.Weight < 0 || a.Do == nil {
+			return nil, fmt.Errorf("sim: action %q has weight %d or no Do", a.Name, a.Weight)
+		}
+		if a.Weight > 0 {
+			s.actions = append(s.actions, a)
+			s.total += a.Weight
+		}
+	}
+	if s.total == 0 {
+		return nil, errors.New("sim: every action has weight 0")
+	}
+	base := s.drawConfig()
+	if cfg.Configure != nil {
+		cfg.Configure(&base)
+	}
+	s.res.Config = describeConfig(base)
+	s.Cluster = NewCluster(base)
+	ids := make([]core.NodeID, cfg.Nodes)
+	for i := range ids {
+		ids[i] = core.NodeID(i + 1)
+	}
+	for _, id := range ids {
+		st, err := BootstrapStorage(ids...)
+		if err != nil {
+			return nil, err
+		}
+		// Every node draws its timeouts from its own seed, derived from
+		// the run's (core mixes in the ID as well).
+		s.Cluster.Base.Seed = s.nodeSeed(id, 0)
+		if err := s.Cluster.AddNode(id, st); err != nil {
+			return nil, err
+		}
+		s.nodes[id] = &simNode{commit: 1, applied: 1, hard: core.HardState{Term: 1, Commit: 1}, lastApplied: 1}
+	}
+	s.Cluster.Base = base
+	return s, nil
+}
+
+// drawConfig chooses the node configuration from the seed, so that runs
+// cover pre-vote and check-quorum off as well as on, and flow control from
+// tight to loose.
+func (s *Sim) drawConfig() core.Config {
+	r := s.Rand
+	c := core.Config{
+		ElectionTicks:      3 + r.IntN(8),
+		HeartbeatTicks:     1,
+		DisablePreVote:     r.IntN(4) == 0,
+		DisableCheckQuorum: r.IntN(4) == 0,
+		MaxInflightMsgs:    []int{1, 2, 4, 256}[r.IntN(4)],
+		MaxMsgBytes:        []uint64{1, 8, 64, 1 << 20}[r.IntN(4)],
+	}
+	if c.ElectionTicks > 4 && r.IntN(3) == 0 {
+		c.HeartbeatTicks = 2
+	}
+	if r.IntN(3) == 0 {
+		c.MaxUncommittedBytes = 64
+	}
+	return c
+}
+
+func describeConfig(c core.Config) string {
+	return fmt.Sprintf("election=%d heartbeat=%d prevote=%t checkquorum=%t inflight=%d msgbytes=%d uncommitted=%d",
+		c.ElectionTicks, c.HeartbeatTicks, !c.DisablePreVote, !c.DisableCheckQuorum,
+		c.MaxInflightMsgs, c.MaxMsgBytes, c.MaxUncommittedBytes)
+}
+
+// nodeSeed derives node id's Config.Seed for its incarnation-th start.
+func (s *Sim) nodeSeed(id core.NodeID, incarnation uint64) uint64 {
+	return splitmix(s.cfg.Seed ^ splitmix(uint64(id)<<32|incarnation))
+}
+
+func splitmix(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+// runStep draws actions until one is possible, and runs it.
+func (s *Sim) runStep() error {
+	s.releaseDelayed(false)
+	for range 50 {
+		a := s.draw()
+		s.doing = a.Name
+		desc, ok, err := a.Do(s)
+		if !ok && err == nil {
+			continue
+		}
+		s.res.Actions[a.Name]++
+		s.record(fmt.Sprintf("%d %s %s", s.step, a.Name, desc))
+		return err
+	}
+	s.record(fmt.Sprintf("%d idle", s.step))
+	return nil
+}
+
+func (s *Sim) draw() *SimAction {
+	w := s.Rand.IntN(s.total)
+	for i := range s.actions {
+		if w < s.actions[i].Weight {
+			return &s.actions[i]
+		}
+		w -= s.actions[i].Weight
+	}
+	panic("unreachable")
+}
+
+// record adds a line to the trace.
+func (s *Sim) record(line string) {
+	h := fnv.New64a()
+	h.Write([]byte(line))
+	s.digest = (s.digest ^ h.Sum64()) * fnvPrime
+	if s.cfg.Trace != nil {
+		s.cfg.Trace(line)
+	}
+	if len(s.trace) < s.cfg.TraceLen {
+		s.trace = append(s.trace, line)
+	} else {
+		s.trace[s.traceN%s.cfg.TraceLen] = line
+	}
+	s.traceN++
+}
+
+// tail returns the trace, oldest first.
+func (s *Sim) tail() []string {
+	if len(s.trace) < s.cfg.TraceLen {
+		return slices.Clone(s.trace)
+	}
+	i := s.traceN % s.cfg.TraceLen
+	return slices.Concat(s.trace[i:], s.trace[:i])
+}
+
+func (s *Sim) violation(err error) *SimViolation {
+	return &SimViolation{Seed: s.cfg.Seed, Nodes: s.cfg.Nodes, Steps: s.cfg.Steps,
+		Step: s.step, Phase: s.phase, Err: err, Trace: s.tail()}
+}
+
+// Step returns the number of the step running.
+func (s *Sim) Step() int { return s.step }
+
+// Live returns the nodes that are up, by ID.
+func (s *Sim) Live() []*Node {
+	var out []*Node
+	for _, id := range s.Cluster.IDs() {
+		if n := s.Cluster.Node(id); !n.Down {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// pick returns a random element of xs, or the zero value if it is empty.
+func pick[T any](r *rand.Rand, xs []T) (T, bool) {
+	var zero T
+	if len(xs) == 0 {
+		return zero, false
+	}
+	return xs[r.IntN(len(xs))], true
+}
+
+// --- the network -----------------------------------------------------------
+
+// takeMsg removes in-flight message i from the network (order does not
+// matter to the simulator: it picks at random).
+func (s *Sim) takeMsg(i int) core.Message {
+	net := s.Cluster.Net
+	m := net[i]
+	net[i] = net[len(net)-1]
+	net[len(net)-1] = core.Message{}
+	s.Cluster.Net = net[:len(net)-1]
+	return m
+}
+
+// deliver steps m into its receiver (or drops it, across a cut or to a
+// down node) and checks that a well-formed message was not refused.
+func (s *Sim) deliver(m core.Message) (string, error) {
+	d := s.Cluster.DeliverMsg(m)
+	desc := shortMsg(m)
+	if d.Dropped != "" {
+		s.res.Dropped++
+		return desc + " (dropped: " + d.Dropped + ")", nil
+	}
+	s.res.Delivered++
+	if d.Err != nil {
+		return desc, fmt.Errorf("node %d refused %s sent by node %d: %w", m.To, core.DescribeMessage(m), m.From, d.Err)
+	}
+	return desc, nil
+}
+
+func shortMsg(m core.Message) string {
+	d := core.DescribeMessage(m)
+	if len(d) > 160 {
+		d = d[:150] + fmt.Sprintf("... (%d entries)", len(m.Entries))
+	}
+	return d
+}
+
+func (s *Sim) releaseDelayed(all bool) {
+	keep := s.delayed[:0]
+	for _, d := range s.delayed {
+		if all || d.until <= s.step {
+			s.Cluster.send(d.m)
+		} else {
+			keep = append(keep, d)
+		}
+	}
+	s.delayed = keep
+}
+
+func (s *Sim) actDeliver() (string, bool, error) {
+	if len(s.Cluster.Net) == 0 {
+		return "", false, nil
+	}
+	desc, err := s.deliver(s.takeMsg(s.Rand.IntN(len(s.Cluster.Net))))
+	return desc, true, err
+}
+
+func (s *Sim) actDrop() (string, bool, error) {
+	if len(s.Cluster.Net) == 0 {
+		return "", false, nil
+	}
+	m := s.takeMsg(s.Rand.IntN(len(s.Cluster.Net)))
+	s.res.Dropped++
+	return shortMsg(m), true, nil
+}
+
+func (s *Sim) actDuplicate() (string, bool, error) {
+	if len(s.Cluster.Net) == 0 {
+		return "", false, nil
+	}
+	m := s.Cluster.Net[s.Rand.IntN(len(s.Cluster.Net))]
+	m.Entries = slices.Clone(m.Entries)
+	s.Cluster.send(m)
+	s.res.Dupes++
+	return shortMsg(m), true, nil
+}
+
+func (s *Sim) actDelay() (string, bool, error) {
+	if len(s.Cluster.Net) == 0 {
+		return "", false, nil
+	}
+	m := s.takeMsg(s.Rand.IntN(len(s.Cluster.Net)))
+	steps := 1 + s.Rand.IntN(200)
+	if s.Rand.IntN(8) == 0 {
+		steps = 1 + s.Rand.IntN(3000) // very stale by the time it arrives
+	}
+	s.delayed = append(s.delayed, delayedMsg{m: m, until: s.step + steps})
+	return fmt.Sprintf("%s for %d steps", shortMsg(m), steps), true, nil
+}
+
+func (s *Sim) actPartition() (string, bool, error) {
+	ids := slices.Clone(s.Cluster.IDs())
+	if len(ids) < 2 {
+		return "", false, nil
+	}
+	s.Rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	k := 1 + s.Rand.IntN(len(ids)-1)
+	a, b := slices.Sorted(slices.Values(ids[:k])), slices.Sorted(slices.Values(ids[k:]))
+	s.Cluster.Heal()
+	s.Cluster.Partition(a, b)
+	return fmt.Sprintf("%v | %v", a, b), true, nil
+}
+
+func (s *Sim) actCut() (string, bool, error) {
+	ids := s.Cluster.IDs()
+	if len(ids) < 2 {
+		return "", false, nil
+	}
+	a := ids[s.Rand.IntN(len(ids))]
+	b := ids[s.Rand.IntN(len(ids))]
+	if a == b {
+		return "", false, nil
+	}
+	s.Cluster.Cut(a, b)
+	return fmt.Sprintf("%d->%d", a, b), true, nil
+}
+
+func (s *Sim) actHeal() (string, bool, error) {
+	s.Cluster.Heal()
+	return "", true, nil
+}
+
+// --- nodes -----------------------------------------------------------------
+
+func (s *Sim) actTick() (string, bool, error) {
+	n, ok := pick(s.Rand, s.Live())
+	if !ok {
+		return "", false, nil
+	}
+	n.Raft.Tick()
+	return fmt.Sprint(n.ID), true, nil
+}
+
+func (s *Sim) actTickAll() (string, bool, error) {
+	live := s.Live()
+	if len(live) == 0 {
+		return "", false, nil
+	}
+	for _, n := range live {
+		n.Raft.Tick()
+	}
+	return "", true, nil
+}
+
+// actReady runs a whole Ready cycle on a node that has no early Ready
+// pending (those wait for finish-ready, so that crashes hit them).
+func (s *Sim) actReady() (string, bool, error) {
+	var cands []*Node
+	for _, n := range s.Live() {
+		if n.pending == nil && n.Raft.HasReady() {
+			cands = append(cands, n)
+		}
+	}
+	n, ok := pick(s.Rand, cands)
+	if !ok {
+		return "", false, nil
+	}
+	rd, _, err := s.StartReady(n)
+	if err != nil {
+		return "", true, err
+	}
+	return fmt.Sprintf("%d %s", n.ID, shortReady(rd)), true, s.FinishReady(n)
+}
+
+func (s *Sim) actReadyEarly() (string, bool, error) {
+	var cands []*Node
+	for _, n := range s.Live() {
+		if n.pending == nil && n.Raft.HasReady() {
+			cands = append(cands, n)
+		}
+	}
+	n, ok := pick(s.Rand, cands)
+	if !ok {
+		return "", false, nil
+	}
+	rd, _, err := s.StartReady(n)
+	return fmt.Sprintf("%d %s", n.ID, shortReady(rd)), true, err
+}
+
+func (s *Sim) actFinishReady() (string, bool, error) {
+	var cands []*Node
+	for _, n := range s.Live() {
+		if n.pending != nil {
+			cands = append(cands, n)
+		}
+	}
+	n, ok := pick(s.Rand, cands)
+	if !ok {
+		return "", false, nil
+	}
+	return fmt.Sprint(n.ID), true, s.FinishReady(n)
+}
+
+func shortReady(rd core.Ready) string {
+	var parts []string
+	if rd.SoftState != nil {
+		parts = append(parts, fmt.Sprintf("soft=%d/%s", rd.SoftState.Lead, rd.SoftState.Role))
+	}
+	if !rd.HardState.IsEmpty() {
+		parts = append(parts, "hard="+core.DescribeHardState(rd.HardState))
+	}
+	if !rd.Snapshot.IsEmpty() {
+		parts = append(parts, "snap="+core.DescribeSnapshotMeta(rd.Snapshot.Meta))
+	}
+	if n := len(rd.Entries); n > 0 {
+		parts = append(parts, fmt.Sprintf("ents=%d/%d..%d/%d", rd.Entries[0].Term, rd.Entries[0].Index,
+			rd.Entries[n-1].Term, rd.Entries[n-1].Index))
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		parts = append(parts, fmt.Sprintf("apply=%d..%d", rd.CommittedEntries[0].Index, rd.CommittedEntries[n-1].Index))
+	}
+	if n := len(rd.Messages); n > 0 {
+		parts = append(parts, fmt.Sprintf("msgs=%d", n))
+	}
+	return strings.Join(parts, " ")
+}
+
+// StartReady takes n's Ready and sends its requests (Node.StartReady), and
+// records what the Ready shows: a new leader, entries handed out for
+// persisting.
+func (s *Sim) StartReady(n *Node) (core.Ready, bool, error) {
+	rd, ok := n.StartReady(s.Cluster)
+	if !ok {
+		return rd, false, nil
+	}
+	s.res.Readys++
+	if rd.SoftState != nil && rd.SoftState.Role == core.RoleLeader {
+		if err := s.sawLeader(n.ID, n.Raft.Term); err != nil {
+			return rd, true, err
+		}
+	}
+	return rd, true, s.registerEntries(n, rd)
+}
+
+// FinishReady persists n's pending Ready, sends its responses, applies and
+// advances (Node.FinishReady), and checks what became durable and applied.
+func (s *Sim) FinishReady(n *Node) error {
+	if n.pending == nil {
+		return nil
+	}
+	sn := s.nodes[n.ID]
+	if hs := n.pending.HardState; !hs.IsEmpty() {
+		old := sn.hard
+		switch {
+		case hs.Term < old.Term:
+			return fmt.Errorf("node %d persists term %d after term %d", n.ID, hs.Term, old.Term)
+		case hs.Term == old.Term && old.Vote != core.None && hs.Vote != old.Vote:
+			return fmt.Errorf("node %d changes its durable vote in term %d from %d to %d", n.ID, hs.Term, old.Vote, hs.Vote)
+		case hs.Commit < old.Commit:
+			return fmt.Errorf("node %d persists commit %d after commit %d", n.ID, hs.Commit, old.Commit)
+		}
+		sn.hard = hs
+	}
+	if err := n.FinishReady(s.Cluster); err != nil {
+		return err
+	}
+	return s.checkApplied(n)
+}
+
+func (s *Sim) actCrash() (string, bool, error) {
+	n, ok := pick(s.Rand, s.Live())
+	if !ok {
+		return "", false, nil
+	}
+	return s.crash(n), true, nil
+}
+
+// actCrashLeader crashes the leader of the highest term, to force
+// elections more often than random crashes do.
+func (s *Sim) actCrashLeader() (string, bool, error) {
+	id := s.Cluster.Leader()
+	if id == core.None {
+		return "", false, nil
+	}
+	return s.crash(s.Cluster.Node(id)), true, nil
+}
+
+// crash stops n; its storage keeps what FinishReady wrote, and an early
+// Ready whose requests went out is lost.
+func (s *Sim) crash(n *Node) string {
+	desc := fmt.Sprint(n.ID)
+	if n.pending != nil {
+		desc += " (losing its early Ready: " + shortReady(*n.pending) + ")"
+		s.res.LostReadys++
+	}
+	n.Crash()
+	s.res.Crashes++
+	return desc
+}
+
+func (s *Sim) actRestart() (string, bool, error) {
+	var down []*Node
+	for _, id := range s.Cluster.IDs() {
+		if n := s.Cluster.Node(id); n.Down {
+			down = append(down, n)
+		}
+	}
+	n, ok := pick(s.Rand, down)
+	if !ok {
+		return "", false, nil
+	}
+	return fmt.Sprint(n.ID), true, s.restart(n)
+}
+
+// restart brings n back from its storage, with a fresh seed for its
+// timeouts, and resets what "never goes back" is measured against: a
+// restarted node resumes at its durable commit.
+func (s *Sim) restart(n *Node) error {
+	sn := s.nodes[n.ID]
+	sn.incarnation++
+	n.Config.Seed = s.nodeSeed(n.ID, sn.incarnation)
+	if err := s.Cluster.Restart(n.ID); err != nil {
+		return fmt.Errorf("restart %d: %w", n.ID, err)
+	}
+	s.res.Restarts++
+	st := n.Raft.Status()
+	snap := snapIndex(n.Storage)
+	if want := max(sn.hard.Commit, snap); st.Commit != want {
+		return fmt.Errorf("node %d restarted with commit %d, durable commit %d", n.ID, st.Commit, want)
+	}
+	if want := max(sn.lastApplied, snap); st.Applied != want {
+		return fmt.Errorf("node %d restarted with applied %d, it had applied %d", n.ID, st.Applied, want)
+	}
+	sn.commit, sn.applied = st.Commit, st.Applied
+	return nil
+}
+
+// actPropose proposes a unique payload, mostly on the leader of the
+// highest term (so that logs grow and diverge between leaders), otherwise
+// on a random node (which refuses it unless it leads).
+func (s *Sim) actPropose() (string, bool, error) {
+	n, ok := pick(s.Rand, s.Live())
+	if !ok {
+		return "", false, nil
+	}
+	if id := s.Cluster.Leader(); id != core.None && s.Rand.IntN(4) != 0 {
+		n = s.Cluster.Node(id)
+	}
+	// Now and then a burst, so that appends carry several entries.
+	count := 1
+	if s.Rand.IntN(4) == 0 {
+		count += s.Rand.IntN(4)
+	}
+	var descs []string
+	for k := range count {
+		data := fmt.Sprintf("s%d", s.step)
+		if k > 0 {
+			data += string(rune('a' + k - 1))
+		}
+		err := n.Raft.Propose([]byte(data))
+		switch {
+		case err == nil:
+			s.res.Proposals++
+			descs = append(descs, fmt.Sprintf("%q", data))
+		case errors.Is(err, core.ErrProposalDropped):
+			descs = append(descs, fmt.Sprintf("%q dropped", data))
+		default:
+			return fmt.Sprintf("%d %q", n.ID, data), true, fmt.Errorf("propose on %d: %w", n.ID, err)
+		}
+	}
+	return fmt.Sprintf("%d %s", n.ID, strings.Join(descs, " ")), true, nil
+}
+
+// actReportUnreachable tells the leader of the highest term that a random
+// peer is unreachable, as a transport does when a send fails.
+func (s *Sim) actReportUnreachable() (string, bool, error) {
+	id := s.Cluster.Leader()
+	if id == core.None {
+		return "", false, nil
+	}
+	peer, _ := pick(s.Rand, s.Cluster.IDs())
+	s.Cluster.Node(id).Raft.ReportUnreachable(peer)
+	return fmt.Sprintf("%d about %d", id, peer), true, nil
+}
+
+func (s *Sim) actCampaign() (string, bool, error) {
+	n, ok := pick(s.Rand, s.Live())
+	if !ok {
+		return "", false, nil
+	}
+	if err := n.Raft.Campaign(); err != nil {
+		return fmt.Sprint(n.ID), true, fmt.Errorf("campaign on %d: %w", n.ID, err)
+	}
+	return fmt.Sprint(n.ID), true, nil
+}
+
+// --- checks ----------------------------------------------------------------
+
+// sawLeader records that id led term; two leaders of one term break
+// election safety.
+func (s *Sim) sawLeader(id core.NodeID, term core.Term) error {
+	if prev, ok := s.leaders[term]; ok {
+		if prev != id {
+			return fmt.Errorf("election safety: two leaders in term %d: %d and %d", term, prev, id)
+		}
+		return nil
+	}
+	s.leaders[term] = id
+	s.res.Leaders++
+	s.maxLead = max(s.maxLead, term)
+	return nil
+}
+
+// registerEntries records the entries a Ready hands out for persisting
+// under their (index, term), with the term of the entry before each. An
+// entry named twice must be the same entry after the same term: that is
+// the log matching property, checked one entry at a time.
+func (s *Sim) registerEntries(n *Node, rd core.Ready) error {
+	if len(rd.Entries) == 0 {
+		return nil
+	}
+	first := rd.Entries[0].Index
+	var prev core.Term
+	if !rd.Snapshot.IsEmpty() && rd.Snapshot.Meta.Index == first-1 {
+		prev = rd.Snapshot.Meta.Term
+	} else if t, err := n.Storage.Term(first - 1); err == nil {
+		// No other Ready is pending, so the storage's entry before the
+		// first one handed out is the node's own.
+		prev = t
+	}
+	for i, e := range rd.Entries {
+		if i > 0 {
+			prev = rd.Entries[i-1].Term
+			if e.Index != rd.Entries[i-1].Index+1 {
+				return fmt.Errorf("node %d: Ready entries not contiguous: %s", n.ID, core.DescribeEntries(rd.Entries))
+			}
+		}
+		if e.Term < prev {
+			return fmt.Errorf("node %d: entry %s follows term %d", n.ID, core.DescribeEntry(e), prev)
+		}
+		k := entryKey{e.Index, e.Term}
+		rec := entryRec{typ: e.Type, data: string(e.Data), prevTerm: prev, from: n.ID}
+		old, ok := s.ents[k]
+		if !ok {
+			s.ents[k] = rec
+			continue
+		}
+		if old.typ != rec.typ || old.data != rec.data {
+			return fmt.Errorf("log matching: entry %d/%d is %q on node %d but %q on node %d",
+				e.Term, e.Index, rec.data, n.ID, old.data, old.from)
+		}
+		if old.prevTerm != 0 && prev != 0 && old.prevTerm != prev {
+			return fmt.Errorf("log matching: entry %d/%d follows term %d on node %d but term %d on node %d",
+				e.Term, e.Index, prev, n.ID, old.prevTerm, old.from)
+		}
+		if old.prevTerm == 0 {
+			old.prevTerm = prev
+			s.ents[k] = old
+		}
+	}
+	return nil
+}
+
+// checkApplied checks the entries n applied since the last look: in order,
+// once each, and the same entry every other node applied at that index.
+func (s *Sim) checkApplied(n *Node) error {
+	sn := s.nodes[n.ID]
+	for _, e := range n.Applied[sn.appliedSeen:] {
+		switch {
+		case e.Index <= sn.lastApplied:
+			return fmt.Errorf("node %d applied %s again (after %d)", n.ID, core.DescribeEntry(e), sn.lastApplied)
+		case e.Index != sn.lastApplied+1 && e.Index-1 > snapIndex(n.Storage):
+			return fmt.Errorf("node %d applied %s after %d: a gap", n.ID, core.DescribeEntry(e), sn.lastApplied)
+		}
+		sn.lastApplied = e.Index
+		for core.Index(len(s.committed)) <= e.Index {
+			s.committed = append(s.committed, committedRec{})
+		}
+		c := &s.committed[e.Index]
+		if !c.set {
+			*c = committedRec{set: true, e: e, bound: s.maxLead, by: n.ID}
+		} else if c.e.Term != e.Term || c.e.Type != e.Type || string(c.e.Data) != string(e.Data) {
+			return fmt.Errorf("state machine safety: node %d applied %s at %d, node %d applied %s",
+				n.ID, core.DescribeEntry(e), e.Index, c.by, core.DescribeEntry(c.e))
+		}
+		if strings.HasPrefix(string(e.Data), livenessPrefix) {
+			sn.liveDone = true
+		}
+	}
+	sn.appliedSeen = len(n.Applied)
+	return nil
+}
+
+// check runs the per-step checks on every live node.
+func (s *Sim) check() error {
+	for _, n := range s.Live() {
+		sn := s.nodes[n.ID]
+		if err := n.Raft.CheckInvariants(); err != nil {
+			return fmt.Errorf("invariant: %w", err)
+		}
+		st := n.Raft.Status()
+		if st.Commit < sn.commit {
+			return fmt.Errorf("node %d: commit went back from %d to %d", n.ID, sn.commit, st.Commit)
+		}
+		if st.Applied < sn.applied {
+			return fmt.Errorf("node %d: applied went back from %d to %d", n.ID, sn.applied, st.Applied)
+		}
+		if st.Applied != sn.lastApplied && st.Applied > snapIndex(n.Storage) {
+			return fmt.Errorf("node %d: core says applied %d, the application applied up to %d", n.ID, st.Applied, sn.lastApplied)
+		}
+		sn.commit, sn.applied = st.Commit, st.Applied
+		s.res.MaxTerm = max(s.res.MaxTerm, st.Term)
+		if st.Role == core.RoleLeader {
+			if err := s.sawLeader(n.ID, st.Term); err != nil {
+				return err
+			}
+		}
+	}
+	// Leaders are all recorded before committed entries are checked
+	// against them.
+	for _, n := range s.Live() {
+		if st := n.Raft.Status(); st.Role == core.RoleLeader {
+			if err := s.checkLeaderComplete(n, st.Term); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkLeaderComplete checks that the leader of term holds every entry
+// committed in an earlier term. An entry's commit term is not known
+// exactly, but it is at most the highest leader term seen when the entry
+// was first applied; entries with a lower bound are checked.
+//
+// The leader's log is read as its durable log overlaid with the entries of
+// its pending early Ready: a candidate can win on the votes of others
+// alone while the Ready that carries its log (and its vote requests) is
+// still being written. Every entry it held when it campaigned is in one or
+// the other, and a leader never cuts its log.
+func (s *Sim) checkLeaderComplete(n *Node, term core.Term) error {
+	k := leaderKey{n.ID, term}
+	from := s.leadChecked[k] + 1
+	last := core.Index(len(s.committed)) - 1
+	if core.Index(len(s.committed)) == 0 || from > last {
+		return nil
+	}
+	for i := from; i <= last; i++ {
+		c := &s.committed[i]
+		if !c.set || c.bound >= term {
+			continue
+		}
+		e, ok, err := nodeEntry(n, i)
+		switch {
+		case err != nil:
+			return fmt.Errorf("leader %d: read entry %d: %w", n.ID, i, err)
+		case !ok:
+			return fmt.Errorf("leader completeness: leader %d of term %d lacks entry %s committed by term %d",
+				n.ID, term, core.DescribeEntry(c.e), c.bound)
+		case e.Index == 0:
+			// Compacted into a snapshot.
+		case e.Term != c.e.Term || string(e.Data) != string(c.e.Data):
+			return fmt.Errorf("leader completeness: leader %d of term %d holds %s where %s was committed by term %d",
+				n.ID, term, core.DescribeEntry(e), core.DescribeEntry(c.e), c.bound)
+		}
+	}
+	s.leadChecked[k] = last
+	return nil
+}
+
+// nodeEntry returns entry i of n's log as written or being written: its
+// storage overlaid with the entries of its pending Ready. ok is false if
+// the log does not reach i; an entry compacted away comes back zero.
+func nodeEntry(n *Node, i core.Index) (core.Entry, bool, error) {
+	if n.pending != nil {
+		if ents := n.pending.Entries; len(ents) > 0 && i >= ents[0].Index {
+			if i > ents[len(ents)-1].Index {
+				return core.Entry{}, false, nil
+			}
+			return ents[i-ents[0].Index], true, nil
+		}
+	}
+	if i <= snapIndex(n.Storage) {
+		return core.Entry{}, true, nil
+	}
+	if last, _ := n.Storage.LastIndex(); i > last {
+		return core.Entry{}, false, nil
+	}
+	ents, err := n.Storage.Entries(i, i+1, 1<<62)
+	if err != nil {
+		return core.Entry{}, false, err
+	}
+	return ents[0], true, nil
+}
+
+// checkDurableLogs compares every pair of durable logs in full: where they
+// hold an entry with the same index and term, they are identical up to it.
+// It cross-checks the incremental check of registerEntries.
+func (s *Sim) checkDurableLogs() error {
+	ids := s.Cluster.IDs()
+	for i, a := range ids {
+		for _, b := range ids[i+1:] {
+			if err := compareLogs(s.Cluster.Node(a), s.Cluster.Node(b)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func compareLogs(a, b *Node) error {
+	fa, _ := a.Storage.FirstIndex()
+	fb, _ := b.Storage.FirstIndex()
+	la, _ := a.Storage.LastIndex()
+	lb, _ := b.Storage.LastIndex()
+	lo, hi := max(fa, fb)-1, min(la, lb)
+	if hi < lo {
+		return nil
+	}
+	// Find the highest common index where the terms agree.
+	match := core.Index(0)
+	for i := hi; i >= lo; i-- {
+		ta, _ := a.Storage.Term(i)
+		tb, _ := b.Storage.Term(i)
+		if ta == tb {
+			match = i
+			break
+		}
+		if i == 0 {
+			break
+		}
+	}
+	if match <= lo {
+		return nil
+	}
+	ea, err := a.Storage.Entries(lo+1, match+1, 1<<62)
+	if err != nil {
+		return err
+	}
+	eb, err := b.Storage.Entries(lo+1, match+1, 1<<62)
+	if err != nil {
+		return err
+	}
+	for i := range ea {
+		x, y := ea[i], eb[i]
+		if x.Term != y.Term || x.Type != y.Type || string(x.Data) != string(y.Data) {
+			return fmt.Errorf("log matching: nodes %d and %d share %d/%d but differ at %d: %s vs %s",
+				a.ID, b.ID, ea[len(ea)-1].Term, match, x.Index, core.DescribeEntry(x), core.DescribeEntry(y))
+		}
+	}
+	return nil
+}
+
+// --- liveness --------------------------------------------------------------
+
+// liveness heals everything, restarts every node, and then runs the
+// cluster without faults: messages in order, Readys in full, all nodes
+// ticking together. A leader must emerge and a fresh proposal must be
+// applied on every node within LivenessTicks ticks.
+func (s *Sim) liveness() error {
+	s.phase = "liveness"
+	s.doing = "liveness"
+	s.Cluster.Heal()
+	s.releaseDelayed(true)
+	for _, id := range s.Cluster.IDs() {
+		n := s.Cluster.Node(id)
+		if n.Down {
+			if err := s.restart(n); err != nil {
+				return err
+			}
+		} else if err := s.FinishReady(n); err != nil {
+			return err
+		}
+	}
+	s.record(fmt.Sprintf("%d liveness: healed, all nodes up", s.step))
+	proposedIn := map[core.Term]bool{}
+	for tick := 0; tick <= s.cfg.LivenessTicks; tick++ {
+		s.step++
+		if err := s.settle(); err != nil {
+			return err
+		}
+		done := true
+		for _, id := range s.Cluster.IDs() {
+			done = done && s.nodes[id].liveDone
+		}
+		if done {
+			s.res.LivenessTicks = tick
+			return nil
+		}
+		if lead := s.Cluster.Leader(); lead != core.None {
+			n := s.Cluster.Node(lead)
+			term := n.Raft.Term
+			if !proposedIn[term] {
+				data := fmt.Sprintf("%s%d", livenessPrefix, term)
+				err := n.Raft.Propose([]byte(data))
+				// A leader over its uncommitted budget drops it; try
+				// again next tick.
+				proposedIn[term] = err == nil
+				s.record(fmt.Sprintf("%d liveness: propose %q on %d: %v", s.step, data, lead, err))
+				if err != nil && !errors.Is(err, core.ErrProposalDropped) {
+					return fmt.Errorf("propose on %d: %w", lead, err)
+				}
+				if err := s.settle(); err != nil {
+					return err
+				}
+			}
+		}
+		for _, n := range s.Live() {
+			n.Raft.Tick()
+		}
+		s.record(fmt.Sprintf("%d liveness: tick all", s.step))
+		if err := s.check(); err != nil {
+			return err
+		}
+	}
+	var b strings.Builder
+	for _, n := range s.Live() {
+		st := n.Raft.Status()
+		last, _ := n.Storage.LastIndex()
+		fmt.Fprintf(&b, "\n  node %d: %s term %d vote %d lead %d commit %d applied %d last %d",
+			n.ID, st.Role, st.Term, st.Vote, st.Lead, st.Commit, st.Applied, last)
+	}
+	return fmt.Errorf("liveness: no proposal committed on every node within %d ticks after healing:%s",
+		s.cfg.LivenessTicks, b.String())
+}
+
+// settle handles every Ready in full and delivers every message in order
+// until nothing is left, checking after each round.
+func (s *Sim) settle() error {
+	// Without ticks Raft goes quiet, so endless traffic is a livelock. But
+	// with one entry per append and one append in flight (MaxMsgBytes and
+	// MaxInflightMsgs as low as they go) a follower catches up one entry
+	// per round trip: allow a few rounds per entry of the longest log.
+	maxRounds := 1000
+	for _, id := range s.Cluster.IDs() {
+		last, _ := s.Cluster.Node(id).Storage.LastIndex()
+		maxRounds = max(maxRounds, 1000+4*int(last))
+	}
+	for range maxRounds {
+		busy := false
+		for _, n := range s.Live() {
+			for {
+				rd, ok, err := s.StartReady(n)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					break
+				}
+				busy = true
+				s.record(fmt.Sprintf("%d liveness: ready %d %s", s.step, n.ID, shortReady(rd)))
+				if err := s.FinishReady(n); err != nil {
+					return err
+				}
+			}
+		}
+		net := s.Cluster.Net
+		s.Cluster.Net = nil
+		for _, m := range net {
+			busy = true
+			desc, err := s.deliver(m)
+			s.record(fmt.Sprintf("%d liveness: deliver %s", s.step, desc))
+			if err != nil {
+				return err
+			}
+		}
+		if err := s.check(); err != nil {
+			return err
+		}
+		if !busy {
+			return nil
+		}
+	}
+	return fmt.Errorf("liveness: the cluster did not settle in %d rounds", maxRounds)
+}
