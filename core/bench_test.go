@@ -87,6 +87,9 @@ func (bc *benchCluster) compact(b *testing.B) {
 	for i, s := range bc.storages {
 		first, _ := s.FirstIndex()
 		if bc.applied[i] > first+1024 {
+			if _, err := s.CreateSnapshot(bc.applied[i], nil, nil); err != nil {
+				b.Fatal(err)
+			}
 			if err := s.Compact(bc.applied[i]); err != nil {
 				b.Fatal(err)
 			}

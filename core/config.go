@@ -55,8 +55,11 @@ type Config struct {
 	// Storage is the durable log; required.
 	Storage Storage
 	// Applied is the last index the application applied before a restart;
-	// committed entries up to it are not handed out again. 0 means the
-	// snapshot's index.
+	// committed entries up to it are not handed out again, and the commit
+	// index starts there at least. 0 means the index of the storage's
+	// snapshot. A value behind that snapshot is refused: the state machine
+	// must first restore the snapshot (whose configuration core has already
+	// taken), and then pass its index.
 	Applied Index
 	// MaxMsgBytes bounds the payload bytes of entries in one append
 	// message (at least one entry is always sent). Default 1 MiB.

@@ -43,6 +43,17 @@ func msTerms(t *testing.T, s *core.MemoryStorage) (first core.Index, terms []cor
 	return first, terms
 }
 
+// msCompact snapshots s at i and compacts it there.
+func msCompact(t *testing.T, s *core.MemoryStorage, i core.Index) {
+	t.Helper()
+	if _, err := s.CreateSnapshot(i, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(i); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func wantTerms(t *testing.T, s *core.MemoryStorage, wantFirst core.Index, want ...core.Term) {
 	t.Helper()
 	first, terms := msTerms(t, s)
@@ -110,9 +121,7 @@ func TestMemoryStorageAppendRefusesGapsAndDisorder(t *testing.T) {
 
 func TestMemoryStorageAppendIgnoresCompactedPrefix(t *testing.T) {
 	s := msLog(t, 1, 1, 1, 1)
-	if err := s.Compact(3); err != nil {
-		t.Fatal(err)
-	}
+	msCompact(t, s, 3)
 	if err := s.Append([]core.Entry{{Term: 1, Index: 1}, {Term: 1, Index: 2}}); err != nil {
 		t.Fatal(err)
 	}
@@ -128,9 +137,7 @@ func TestMemoryStorageAppendIgnoresCompactedPrefix(t *testing.T) {
 
 func TestMemoryStorageEntriesBounds(t *testing.T) {
 	s := msLog(t, 1, 1, 2, 2, 3)
-	if err := s.Compact(2); err != nil {
-		t.Fatal(err)
-	}
+	msCompact(t, s, 2)
 	for _, tc := range []struct {
 		lo, hi   core.Index
 		maxBytes uint64
@@ -175,9 +182,7 @@ func TestMemoryStorageEntriesBounds(t *testing.T) {
 
 func TestMemoryStorageTermBounds(t *testing.T) {
 	s := msLog(t, 1, 2, 3)
-	if err := s.Compact(2); err != nil {
-		t.Fatal(err)
-	}
+	msCompact(t, s, 2)
 	if _, err := s.Term(1); !errors.Is(err, core.ErrCompacted) {
 		t.Errorf("Term(1) error %v, want ErrCompacted", err)
 	}
@@ -191,6 +196,17 @@ func TestMemoryStorageTermBounds(t *testing.T) {
 
 func TestMemoryStorageCompact(t *testing.T) {
 	s := msLog(t, 1, 1, 2, 2, 3)
+	if err := s.Compact(3); err == nil {
+		t.Fatal("compacting past the snapshot (there is none) succeeded")
+	}
+	wantTerms(t, s, 1, 1, 1, 2, 2, 3)
+	if _, err := s.CreateSnapshot(4, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(5); err == nil {
+		t.Fatal("compacting past the snapshot at 4 succeeded")
+	}
+	// Entries behind the snapshot may be kept.
 	if err := s.Compact(3); err != nil {
 		t.Fatal(err)
 	}
@@ -204,9 +220,7 @@ func TestMemoryStorageCompact(t *testing.T) {
 	if err := s.Compact(6); !errors.Is(err, core.ErrUnavailable) {
 		t.Errorf("compacting past the end: %v, want ErrUnavailable", err)
 	}
-	if err := s.Compact(5); err != nil {
-		t.Fatal(err)
-	}
+	msCompact(t, s, 5)
 	first, _ := s.FirstIndex()
 	last, _ := s.LastIndex()
 	if first != 6 || last != 5 {

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -110,19 +111,14 @@ func New(cfg Config) (*Raft, error) {
 	if err := r.restoreConfState(cs); err != nil {
 		return nil, err
 	}
+	if err := r.loadSnapshotIndex(); err != nil {
+		return nil, err
+	}
 	if err := r.loadHardState(hs); err != nil {
 		return nil, err
 	}
-	if c.Applied > 0 {
-		applied := c.Applied
-		if applied > r.log.committed {
-			r.logger.Warn("applied index is past the durable commit; entries will be handed out again",
-				"applied", uint64(applied), "commit", uint64(r.log.committed))
-			applied = r.log.committed
-		}
-		if applied >= r.log.applied {
-			r.log.applied, r.log.applying = applied, applied
-		}
+	if err := r.loadApplied(c.Applied); err != nil {
+		return nil, err
 	}
 	r.becomeFollower(r.Term, None)
 	r.prevHard = r.hardState()
@@ -131,6 +127,51 @@ func New(cfg Config) (*Raft, error) {
 		"applied", uint64(r.log.applied), "last_index", uint64(r.log.lastIndex()),
 		"voters", fmt.Sprint(r.voters[0]))
 	return r, nil
+}
+
+// loadSnapshotIndex starts commit and applied at the storage's snapshot,
+// which may stand past the point the log was compacted at.
+func (r *Raft) loadSnapshotIndex() error {
+	snap, err := r.log.storage.Snapshot()
+	if errors.Is(err, ErrUnavailable) {
+		return nil // being made; the compaction point stands in for it
+	} else if err != nil {
+		return fmt.Errorf("core: storage snapshot: %w", err)
+	}
+	i := snap.Meta.Index
+	if i <= r.log.committed {
+		return nil
+	}
+	if last := r.log.lastIndex(); i > last {
+		return fmt.Errorf("core: storage snapshot at %d is past its last index %d", i, last)
+	}
+	r.log.committed, r.log.applying, r.log.applied = i, i, i
+	return nil
+}
+
+// loadApplied takes the host's word for what its state machine applied
+// before the restart. Whatever it applied was committed, so a durable
+// commit index behind it (written lazily, and lost) moves up to it.
+func (r *Raft) loadApplied(applied Index) error {
+	if applied == 0 {
+		return nil
+	}
+	if applied < r.log.applied {
+		return fmt.Errorf("%w: Applied %d is behind the storage's snapshot at %d: restore the snapshot into the state machine and pass its index",
+			ErrConfig, applied, r.log.applied)
+	}
+	if last := r.log.lastIndex(); applied > last {
+		// The state machine is ahead of the log: the entries in between
+		// were lost (written without fsync). They are still on a quorum,
+		// but core cannot skip what it does not hold; the host will be
+		// handed them again and must ignore those it already applied.
+		r.logger.Warn("applied index is past the last entry; entries will be handed out again",
+			"applied", uint64(applied), "last_index", uint64(last))
+		applied = last
+	}
+	r.log.committed = max(r.log.committed, applied)
+	r.log.applied, r.log.applying = applied, applied
+	return nil
 }
 
 // loadHardState restores term, vote and commit. A commit past the durable

@@ -56,8 +56,12 @@ func (r *Raft) sendSnapshot(to NodeID, pr *progress) bool {
 	} else if err != nil {
 		panicf("storage Snapshot failed: %v", err)
 	}
-	if snap.IsEmpty() {
-		panicf("need a snapshot for %d but storage has none", to)
+	if snap.IsEmpty() || snap.Meta.Index+1 < r.log.firstIndex() {
+		// The storage compacted past its snapshot: no message can bring
+		// this follower back. Say so loudly rather than loop.
+		r.logger.Error("storage has no snapshot covering its compacted log; follower cannot catch up",
+			"peer", uint64(to), "snapshot_index", uint64(snap.Meta.Index), "first_index", uint64(r.log.firstIndex()))
+		return false
 	}
 	r.logger.Info("sending snapshot", "peer", uint64(to), "index", uint64(snap.Meta.Index), "term", uint64(snap.Meta.Term))
 	pr.becomeSnapshot(snap.Meta.Index)

@@ -10,9 +10,13 @@ import (
 // never writes. An implementation must be safe to read while the host
 // writes if the host writes from another goroutine.
 //
-// Index conventions: entries (FirstIndex()-1, LastIndex()] are in storage;
-// FirstIndex()-1 is the index of the last snapshot (0 on an empty log) and
-// Term(FirstIndex()-1) must still answer with its term.
+// Index conventions: entries (FirstIndex()-1, LastIndex()] are in storage,
+// and Term(FirstIndex()-1) must still answer with its term. The log is
+// compacted at FirstIndex()-1, which is at most the index of the last
+// snapshot (0 on an empty log): a host may keep some entries behind its
+// snapshot for followers that are only a little behind, but must never
+// compact past it, or a follower that needs those entries could never
+// catch up.
 type Storage interface {
 	// InitialState returns the persisted HardState and the configuration
 	// in force at the last persisted snapshot.
@@ -29,7 +33,8 @@ type Storage interface {
 	// FirstIndex returns the index of the first entry that may still be
 	// read; the entries before it have been compacted into a snapshot.
 	FirstIndex() (Index, error)
-	// Snapshot returns the most recent snapshot. ErrUnavailable tells core
+	// Snapshot returns the most recent snapshot; its index is at least
+	// FirstIndex()-1 and at most LastIndex(). ErrUnavailable tells core
 	// that a snapshot is being made and it should try again later.
 	Snapshot() (Snapshot, error)
 }
@@ -172,8 +177,9 @@ func (s *MemoryStorage) CreateSnapshot(i Index, cs *ConfState, data []byte) (Sna
 }
 
 // Compact discards every entry before compactIndex; compactIndex itself
-// becomes the dummy entry, so its term is still known. The application must
-// not compact past what it has snapshotted and applied.
+// becomes the dummy entry, so its term is still known. compactIndex must
+// not be past the snapshot (CreateSnapshot first): those entries would be
+// nowhere else.
 func (s *MemoryStorage) Compact(compactIndex Index) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -182,6 +188,10 @@ func (s *MemoryStorage) Compact(compactIndex Index) error {
 	}
 	if compactIndex > s.last() {
 		return fmt.Errorf("compact %d past last index %d: %w", compactIndex, s.last(), ErrUnavailable)
+	}
+	if compactIndex > s.snapshot.Meta.Index {
+		return fmt.Errorf("core: compact %d past the snapshot at %d; create a snapshot first",
+			compactIndex, s.snapshot.Meta.Index)
 	}
 	i := compactIndex - s.offset()
 	ents := make([]Entry, 1, Index(len(s.ents))-i)

@@ -7,27 +7,89 @@
 package coretest
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"slices"
 
 	"github.com/stepraft/stepraft/core"
 )
 
-// Node is one member: its Raft, its durable storage, and what it applied.
+// Node is one member: its Raft, its durable storage, and its application.
 type Node struct {
 	ID      core.NodeID
 	Raft    *core.Raft
 	Storage *core.MemoryStorage
+	// State is the application's state machine. It is durable: it
+	// survives a crash, and a restart passes its index as Config.Applied
+	// (RestartFromSnapshot models an application that keeps no state and
+	// restores the storage's snapshot instead).
+	State State
 	// Applied holds the committed entries handed to the application, in
-	// order, across restarts (a restarted node resumes after its Applied).
+	// order, across restarts and snapshot installs (a snapshot adds
+	// nothing to it: its entries were applied elsewhere).
 	Applied []core.Entry
 	Config  core.Config
 
 	// pending is a Ready whose requests went out early but whose write
 	// has not happened yet (see StartReady).
 	pending *core.Ready
+	// syncedHard is the hard state as of the last write that was synced;
+	// unsynced is set when a later write was not (Ready.MustSync false).
+	syncedHard core.HardState
+	unsynced   bool
 	// Down marks a crashed node that has not been restarted.
 	Down bool
+}
+
+// State is an application's state machine as tests see it: the index of
+// the last entry applied, and a digest chained over every entry applied up
+// to it. Two nodes at one index hold equal digests exactly when they
+// applied the same entries (up to hash collisions), however they got there:
+// a snapshot carries the digest of the state it holds.
+type State struct {
+	Index  core.Index
+	Digest uint64
+}
+
+// apply applies e, which must be the entry right after s.Index.
+func (s *State) apply(e core.Entry) error {
+	if e.Index != s.Index+1 {
+		return fmt.Errorf("entry %s handed out for applying after index %d", core.DescribeEntry(e), s.Index)
+	}
+	h := fnv.New64a()
+	var b [25]byte
+	binary.BigEndian.PutUint64(b[0:], s.Digest)
+	binary.BigEndian.PutUint64(b[8:], uint64(e.Index))
+	binary.BigEndian.PutUint64(b[16:], uint64(e.Term))
+	b[24] = byte(e.Type)
+	h.Write(b[:])
+	h.Write(e.Data)
+	s.Index, s.Digest = e.Index, h.Sum64()
+	return nil
+}
+
+// Encode returns the state as snapshot data.
+func (s State) Encode() []byte { return fmt.Appendf(nil, "state %d %016x", s.Index, s.Digest) }
+
+func (s State) String() string { return fmt.Sprintf("%d/%016x", s.Index, s.Digest) }
+
+// StateOfSnapshot returns the state a snapshot holds. A snapshot without
+// data (the bootstrap snapshot, or one a test made by hand) holds the
+// state at its index with a zero digest.
+func StateOfSnapshot(snap core.Snapshot) (State, error) {
+	st := State{Index: snap.Meta.Index}
+	if len(snap.Data) == 0 {
+		return st, nil
+	}
+	var idx core.Index
+	if _, err := fmt.Sscanf(string(snap.Data), "state %d %x", &idx, &st.Digest); err != nil {
+		return State{}, fmt.Errorf("snapshot %s: data %q: %w", core.DescribeSnapshotMeta(snap.Meta), snap.Data, err)
+	}
+	if idx != snap.Meta.Index {
+		return State{}, fmt.Errorf("snapshot %s holds the state at %d", core.DescribeSnapshotMeta(snap.Meta), idx)
+	}
+	return st, nil
 }
 
 // Cluster is a set of nodes and the messages in flight between them.
@@ -88,11 +150,23 @@ func (c *Cluster) AddNode(id core.NodeID, s *core.MemoryStorage) error {
 	cfg := c.Base
 	cfg.ID = id
 	cfg.Storage = s
+	snap, err := s.Snapshot()
+	if err != nil {
+		return err
+	}
+	st, err := StateOfSnapshot(snap)
+	if err != nil {
+		return err
+	}
+	hs, _, err := s.InitialState()
+	if err != nil {
+		return err
+	}
 	r, err := core.New(cfg)
 	if err != nil {
 		return err
 	}
-	c.nodes[id] = &Node{ID: id, Raft: r, Storage: s, Config: cfg}
+	c.nodes[id] = &Node{ID: id, Raft: r, Storage: s, Config: cfg, State: st, syncedHard: hs}
 	c.ids = append(c.ids, id)
 	slices.Sort(c.ids)
 	return nil
@@ -138,10 +212,22 @@ func (n *Node) FinishReady(c *Cluster) error {
 	}
 	rd := *n.pending
 	n.pending = nil
+	if !rd.MustSync && (len(rd.Entries) > 0 || !rd.Snapshot.IsEmpty()) {
+		return fmt.Errorf("node %d: a Ready with entries or a snapshot does not ask for a sync", n.ID)
+	}
 	if !rd.Snapshot.IsEmpty() {
+		st, err := StateOfSnapshot(rd.Snapshot)
+		if err != nil {
+			return fmt.Errorf("node %d: %w", n.ID, err)
+		}
 		if err := n.Storage.ApplySnapshot(rd.Snapshot); err != nil {
 			return fmt.Errorf("node %d: apply snapshot: %w", n.ID, err)
 		}
+		if st.Index <= n.State.Index {
+			return fmt.Errorf("node %d: handed snapshot %s with its state at %d", n.ID,
+				core.DescribeSnapshotMeta(rd.Snapshot.Meta), n.State.Index)
+		}
+		n.State = st
 	}
 	if err := n.Storage.Append(rd.Entries); err != nil {
 		return fmt.Errorf("node %d: append: %w", n.ID, err)
@@ -151,14 +237,36 @@ func (n *Node) FinishReady(c *Cluster) error {
 			return err
 		}
 	}
+	if rd.MustSync {
+		// An fsync makes every earlier write durable too.
+		n.syncedHard, n.unsynced = n.storageHard(), false
+	} else if !rd.HardState.IsEmpty() {
+		n.unsynced = true
+	}
 	for _, m := range rd.Messages {
 		if m.Type.IsResponse() {
 			c.send(m)
 		}
 	}
+	for _, e := range rd.CommittedEntries {
+		if err := n.State.apply(e); err != nil {
+			return fmt.Errorf("node %d: %w", n.ID, err)
+		}
+	}
 	n.Applied = append(n.Applied, rd.CommittedEntries...)
 	n.Raft.Advance(rd)
 	return nil
+}
+
+func (n *Node) storageHard() core.HardState {
+	hs, _, _ := n.Storage.InitialState()
+	return hs
+}
+
+// TakeSnapshot snapshots the application's state into the storage, at
+// the index it has applied, keeping the storage's configuration.
+func (n *Node) TakeSnapshot() (core.Snapshot, error) {
+	return n.Storage.CreateSnapshot(n.State.Index, nil, n.State.Encode())
 }
 
 // HandleReady runs one whole Ready cycle; it reports whether there was one.
@@ -178,22 +286,62 @@ func (n *Node) Crash() {
 	n.Raft = nil
 }
 
+// CrashLosingUnsynced crashes the node as a power failure would: on top of
+// what Crash loses, writes made since the last synced one are undone. It
+// returns the hard state those writes had left, and whether it was lost.
+func (n *Node) CrashLosingUnsynced() (core.HardState, bool) {
+	n.Crash()
+	if !n.unsynced {
+		return core.HardState{}, false
+	}
+	lost := n.storageHard()
+	n.unsynced = false
+	if err := n.Storage.SetHardState(n.syncedHard); err != nil {
+		panic(err) // MemoryStorage does not fail
+	}
+	return lost, true
+}
+
 // Restart brings a crashed node back from its storage, telling core what
-// it had applied.
+// its application had applied.
 func (c *Cluster) Restart(id core.NodeID) error {
+	return c.restart(id, false)
+}
+
+// RestartFromSnapshot brings a crashed node back as an application that
+// keeps no state of its own does: it restores the storage's snapshot and
+// lets core hand out every committed entry after it.
+func (c *Cluster) RestartFromSnapshot(id core.NodeID) error {
+	return c.restart(id, true)
+}
+
+func (c *Cluster) restart(id core.NodeID, fromSnapshot bool) error {
 	n := c.nodes[id]
 	if n == nil {
 		return fmt.Errorf("no node %d", id)
 	}
+	if !n.Down {
+		return fmt.Errorf("node %d is up", id)
+	}
 	cfg := n.Config
-	if len(n.Applied) > 0 {
-		cfg.Applied = n.Applied[len(n.Applied)-1].Index
+	cfg.Applied = n.State.Index
+	st := n.State
+	if fromSnapshot {
+		snap, err := n.Storage.Snapshot()
+		if err != nil {
+			return err
+		}
+		if st, err = StateOfSnapshot(snap); err != nil {
+			return fmt.Errorf("node %d: %w", id, err)
+		}
+		cfg.Applied = 0
 	}
 	r, err := core.New(cfg)
 	if err != nil {
 		return err
 	}
-	n.Raft, n.Down, n.pending = r, false, nil
+	n.Raft, n.Down, n.pending, n.State = r, false, nil, st
+	n.syncedHard, n.unsynced = n.storageHard(), false
 	return nil
 }
 
