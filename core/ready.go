@@ -132,11 +132,13 @@ func (r *Raft) Advance(rd Ready) {
 }
 
 // reduceUncommittedSize releases the payload of committed entries from the
-// leader's uncommitted budget.
+// leader's uncommitted budget. Only entries of our term were counted in it.
 func (r *Raft) reduceUncommittedSize(ents []Entry) {
 	var size uint64
 	for i := range ents {
-		size += ents[i].payloadSize()
+		if ents[i].Term == r.Term {
+			size += ents[i].payloadSize()
+		}
 	}
 	r.uncommittedSize -= min(size, r.uncommittedSize)
 }

@@ -32,7 +32,7 @@ const (
 	// without -race and well under a minute with it on two cores.
 	defaultSimSeeds      = 400
 	defaultSimSeedsShort = 40
-	defaultSimSteps      = 3000
+	defaultSimSteps      = 5000
 )
 
 // simNodesFor returns the cluster size for a seed: 3 and 5 nodes, and one
@@ -100,6 +100,16 @@ func TestSimulator(t *testing.T) {
 		}
 	})
 	t.Logf("%d seeds x %d steps: %s", seeds, steps, sum)
+	if *simSeeds == 0 && !testing.Short() && sum.violations == 0 {
+		// The default set must reach every path it is there to test.
+		for what, n := range map[string]int{"snapshots taken": sum.snapshots, "snapshots installed": sum.installs,
+			"Readys lost in crashes": sum.lostReadys, "unsynced writes lost": sum.lostWrites,
+			"entries committed": sum.committed, "duplicated messages": sum.dupes} {
+			if n < 100 {
+				t.Errorf("the default seeds produced only %d %s", n, what)
+			}
+		}
+	}
 }
 
 func reportSim(t *testing.T, res *coretest.SimResult, err error, steps int) {
@@ -122,6 +132,7 @@ type simTotals struct {
 	runs, violations                           int
 	steps, delivered, dropped, dupes           int
 	crashes, lostReadys, restarts, leaders     int
+	lostWrites, snapshots, installs            int
 	committed, readys                          int
 	proposals, livenessTicks, maxLivenessTicks int
 }
@@ -141,6 +152,9 @@ func (s *simTotals) add(r *coretest.SimResult, err error) {
 	s.crashes += r.Crashes
 	s.lostReadys += r.LostReadys
 	s.restarts += r.Restarts
+	s.lostWrites += r.LostWrites
+	s.snapshots += r.Snapshots
+	s.installs += r.Installs
 	s.leaders += r.Leaders
 	s.committed += r.Committed
 	s.readys += r.Readys
@@ -150,10 +164,10 @@ func (s *simTotals) add(r *coretest.SimResult, err error) {
 }
 
 func (s simTotals) String() string {
-	return fmt.Sprintf("runs=%d violations=%d steps=%d delivered=%d dropped=%d duplicated=%d crashes=%d (losing an early Ready: %d) restarts=%d "+
-		"readys=%d leaders=%d proposals=%d committed=%d liveness-ticks(mean/max)=%d/%d",
-		s.runs, s.violations, s.steps, s.delivered, s.dropped, s.dupes, s.crashes, s.lostReadys, s.restarts,
-		s.readys, s.leaders, s.proposals, s.committed, s.livenessTicks/max(s.runs, 1), s.maxLivenessTicks)
+	return fmt.Sprintf("runs=%d violations=%d steps=%d delivered=%d dropped=%d duplicated=%d crashes=%d (losing an early Ready: %d, losing unsynced writes: %d) restarts=%d "+
+		"readys=%d leaders=%d proposals=%d committed=%d snapshots=%d installed=%d liveness-ticks(mean/max)=%d/%d",
+		s.runs, s.violations, s.steps, s.delivered, s.dropped, s.dupes, s.crashes, s.lostReadys, s.lostWrites, s.restarts,
+		s.readys, s.leaders, s.proposals, s.committed, s.snapshots, s.installs, s.livenessTicks/max(s.runs, 1), s.maxLivenessTicks)
 }
 
 func describeSimResult(r *coretest.SimResult) string {

@@ -482,3 +482,28 @@ func (c *Cluster) Leader() core.NodeID {
 	}
 	return lead
 }
+
+// RestartWithApplied brings a crashed node back from its storage telling
+// core that its application applied up to applied, whatever State says:
+// it is for tests of what core accepts as Config.Applied. If core refuses,
+// the node stays down and nothing changes. If core accepts an applied
+// other than State.Index, State is left as it was, and the next committed
+// entry handed out will not follow on from it (FinishReady says so).
+func (c *Cluster) RestartWithApplied(id core.NodeID, applied core.Index) error {
+	n := c.nodes[id]
+	if n == nil {
+		return fmt.Errorf("no node %d", id)
+	}
+	if !n.Down {
+		return fmt.Errorf("node %d is up", id)
+	}
+	cfg := n.Config
+	cfg.Applied = applied
+	r, err := core.New(cfg)
+	if err != nil {
+		return err
+	}
+	n.Raft, n.Down, n.pending = r, false, nil
+	n.syncedHard, n.unsynced = n.storageHard(), false
+	return nil
+}

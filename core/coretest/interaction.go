@@ -11,9 +11,14 @@ package coretest
 //	bootstrap 1 2 3 [seed=1] [prevote=false] [checkquorum=false]
 //	          [election=10] [heartbeat=1] [max-inflight=256]
 //	          [max-inflight-bytes=0] [max-msg-bytes=...] [max-entry-bytes=...]
-//	          [max-uncommitted-bytes=0] [max-apply-bytes=...]
+//	          [max-uncommitted-bytes=0] [max-apply-bytes=...] [voters=(1,2,3,4)]
 //	    founding members sharing a snapshot at 1 (term 1) that names them,
 //	    with hard state {1,0,1}; the options fill core.Config (seed 1 unless set).
+//	    voters= names the initial voters instead (it must include every node
+//	    bootstrapped): a voter left out of the nodes joins later with add-node,
+//	    as if a configuration change had added it.
+//	add-node N                  start node N on an empty MemoryStorage: a member
+//	                            joining with an empty configuration.
 //	campaign N                  N starts an election (Campaign).
 //	propose N data...           one proposal per word; prints each refusal.
 //	process-ready [N...]        one full Ready cycle per node (persist, send,
@@ -47,22 +52,43 @@ package coretest
 //	                            is left to do, printing everything.
 //	crash N                     the node stops; its storage keeps what was
 //	                            written; a pending Ready is lost.
+//	crash N lose-unsynced       a power failure: also undo the writes made since
+//	                            the last synced one (a hard state written without
+//	                            MustSync) and print what was lost. The
+//	                            application's state survives.
 //	restart N                   the node comes back from its storage, with
 //	                            Config.Applied = the last index it applied.
+//	restart N from-snapshot     the application kept no state: it restores the
+//	                            storage's snapshot, and Config.Applied is 0.
+//	restart N applied=K         pass Config.Applied = K, whatever the application
+//	                            holds (to show what core refuses).
+//	snapshot N                  the application snapshots its state at its
+//	                            applied index into N's storage (Node.TakeSnapshot);
+//	                            prints the snapshot and the state it holds.
+//	compact N INDEX             MemoryStorage.Compact(INDEX) on N's storage.
+//	report-snapshot LEADER PEER ok|fail
+//	                            tell the leader whether the snapshot sent to PEER
+//	                            arrived (ReportSnapshot).
 //	report-unreachable LEADER PEER
 //	status [N...]               role, term, vote, lead, commit, applied, and on
 //	                            a leader each member's progress.
 //	log [N...]                  the stored snapshot, hard state and entries,
-//	                            the commit and applied indexes, and the entries
-//	                            of a Ready whose write is pending.
+//	                            the commit and applied indexes, the
+//	                            application's state (index/digest), and the
+//	                            entries of a Ready whose write is pending.
 //	raw-step N type=T from=F [to=N] [term=] [logterm=] [index=] [commit=]
 //	          [ents=(term/index[:data], ...)] [reject] [hint=] [context=]
-//	          [snap=index/term]
+//	          [snap=index/term [voters=(..)] [learners=(..)]]
 //	                            hand a crafted message to N's Step and print
-//	                            the error it returns.
+//	                            the error it returns. A snapshot made this way
+//	                            carries no data: it holds the state at its
+//	                            index with a zero digest.
 //	log-level debug|info|warn|none
 //	                            which of core's log records appear in the trace
 //	                            (default info).
+//
+// A Ready that carries a snapshot prints, once handled, the state the
+// application restored from it ("restored snapshot: state=index/digest").
 //
 // After every command the interaction checks the cluster: core's own
 // CheckInvariants on every live node, at most one leader per term, and
@@ -131,6 +157,10 @@ func NewInteraction() *Interaction {
 		"crash":              (*Interaction).cmdCrash,
 		"restart":            (*Interaction).cmdRestart,
 		"report-unreachable": (*Interaction).cmdReportUnreachable,
+		"report-snapshot":    (*Interaction).cmdReportSnapshot,
+		"snapshot":           (*Interaction).cmdSnapshot,
+		"compact":            (*Interaction).cmdCompact,
+		"add-node":           (*Interaction).cmdAddNode,
 		"status":             (*Interaction).cmdStatus,
 		"log":                (*Interaction).cmdLog,
 		"raw-step":           (*Interaction).cmdRawStep,
@@ -230,7 +260,7 @@ func (in *Interaction) cmdBootstrap(t *testing.T, d *datadriven.TestData) error 
 		d.Fatalf(t, "bootstrap twice")
 	}
 	cfg := core.Config{Seed: 1, Logger: slog.New(&traceHandler{in: in})}
-	var ids []core.NodeID
+	var ids, voters []core.NodeID
 	for _, a := range d.CmdArgs {
 		if len(a.Vals) == 0 {
 			id, err := strconv.ParseUint(a.Key, 10, 64)
@@ -267,6 +297,8 @@ func (in *Interaction) cmdBootstrap(t *testing.T, d *datadriven.TestData) error 
 			a.Scan(t, 0, &cfg.MaxUncommittedBytes)
 		case "max-apply-bytes":
 			a.Scan(t, 0, &cfg.MaxApplyBytes)
+		case "voters":
+			voters = scanIDs(t, d, a)
 		default:
 			d.Fatalf(t, "unknown bootstrap option %q", a.Key)
 		}
@@ -275,7 +307,53 @@ func (in *Interaction) cmdBootstrap(t *testing.T, d *datadriven.TestData) error 
 		d.Fatalf(t, "bootstrap needs node IDs")
 	}
 	in.C = NewCluster(cfg)
-	return in.C.Bootstrap(ids...)
+	if voters == nil {
+		return in.C.Bootstrap(ids...)
+	}
+	for _, id := range ids {
+		if !slices.Contains(voters, id) {
+			d.Fatalf(t, "bootstrap: node %d is not among voters %v", id, voters)
+		}
+		s, err := BootstrapStorage(voters...)
+		if err != nil {
+			return err
+		}
+		if err := in.C.AddNode(id, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanIDs reads the values of a key=(1,2,3) argument as node IDs.
+func scanIDs(t *testing.T, d *datadriven.TestData, a datadriven.CmdArg) []core.NodeID {
+	if len(a.Vals) == 0 {
+		d.Fatalf(t, "%s= needs node IDs", a.Key)
+	}
+	ids := make([]core.NodeID, len(a.Vals))
+	for i := range a.Vals {
+		var id uint64
+		a.Scan(t, i, &id)
+		if id == 0 {
+			d.Fatalf(t, "%s=: node ID 0", a.Key)
+		}
+		ids[i] = core.NodeID(id)
+	}
+	return ids
+}
+
+func (in *Interaction) cmdAddNode(t *testing.T, d *datadriven.TestData) error {
+	if len(d.CmdArgs) != 1 || len(d.CmdArgs[0].Vals) > 0 {
+		d.Fatalf(t, "add-node N")
+	}
+	id, err := strconv.ParseUint(d.CmdArgs[0].Key, 10, 64)
+	if err != nil || id == 0 {
+		d.Fatalf(t, "add-node: bad node ID %q", d.CmdArgs[0].Key)
+	}
+	if in.C.Node(core.NodeID(id)) != nil {
+		d.Fatalf(t, "add-node: node %d exists", id)
+	}
+	return in.C.AddNode(core.NodeID(id), core.NewMemoryStorage())
 }
 
 func (in *Interaction) cmdCampaign(t *testing.T, d *datadriven.TestData) error {
@@ -360,7 +438,20 @@ func (in *Interaction) finishReady(n *Node) error {
 	in.Printf("> %d finishing Ready (persisted; responses sent; applied; advanced)\n", n.ID)
 	in.indent = "  "
 	defer func() { in.indent = "" }()
-	return n.FinishReady(in.C)
+	snap := !n.pending.Snapshot.IsEmpty()
+	if err := n.FinishReady(in.C); err != nil {
+		return err
+	}
+	in.printRestored(n, snap)
+	return nil
+}
+
+// printRestored shows the state the application restored from the
+// snapshot of the Ready just handled, if it carried one.
+func (in *Interaction) printRestored(n *Node, snap bool) {
+	if snap {
+		in.Printf("restored snapshot: state=%s\n", n.State)
+	}
 }
 
 // handleReady runs one whole Ready cycle, printing the Ready and whatever
@@ -378,6 +469,7 @@ func (in *Interaction) handleReady(n *Node) bool {
 		// MemoryStorage refusing a Ready is a bug of core or of the harness.
 		panic(fmt.Sprintf("node %d: %v", n.ID, err))
 	}
+	in.printRestored(n, !rd.Snapshot.IsEmpty())
 	return true
 }
 
@@ -645,26 +737,130 @@ func (in *Interaction) cmdStabilize(t *testing.T, d *datadriven.TestData) error 
 
 func (in *Interaction) cmdCrash(t *testing.T, d *datadriven.TestData) error {
 	n := in.oneNode(t, d)
+	lose := false
+	for _, a := range d.CmdArgs[1:] {
+		if a.Key != "lose-unsynced" || len(a.Vals) > 0 {
+			d.Fatalf(t, "crash N [lose-unsynced]")
+		}
+		lose = true
+	}
 	if n.Down {
 		return fmt.Errorf("node %d is already down", n.ID)
 	}
 	if n.pending != nil {
 		in.Printf("%d crashed; its pending Ready is lost\n", n.ID)
 	}
-	n.Crash()
+	if !lose {
+		n.Crash()
+		return nil
+	}
+	lost, ok := n.CrashLosingUnsynced()
+	if !ok {
+		in.Printf("%d crashed; every write was synced, nothing else is lost\n", n.ID)
+		return nil
+	}
+	in.Printf("%d crashed losing unsynced writes: hard state %s lost, back to %s\n",
+		n.ID, core.DescribeHardState(lost), core.DescribeHardState(n.storageHard()))
 	return nil
 }
 
 func (in *Interaction) cmdRestart(t *testing.T, d *datadriven.TestData) error {
 	n := in.oneNode(t, d)
+	fromSnap, withApplied := false, false
+	var applied uint64
+	for _, a := range d.CmdArgs[1:] {
+		switch {
+		case a.Key == "from-snapshot" && len(a.Vals) == 0:
+			fromSnap = true
+		case a.Key == "applied" && len(a.Vals) == 1:
+			a.Scan(t, 0, &applied)
+			withApplied = true
+		default:
+			d.Fatalf(t, "restart N [from-snapshot | applied=K]")
+		}
+	}
+	if fromSnap && withApplied {
+		d.Fatalf(t, "restart: from-snapshot and applied= exclude each other")
+	}
 	if !n.Down {
 		return fmt.Errorf("node %d is not down", n.ID)
 	}
-	if err := in.C.Restart(n.ID); err != nil {
+	var err error
+	switch {
+	case fromSnap:
+		err = in.C.RestartFromSnapshot(n.ID)
+	case withApplied:
+		err = in.C.RestartWithApplied(n.ID, core.Index(applied))
+	default:
+		err = in.C.Restart(n.ID)
+	}
+	if err != nil {
+		in.Printf("%d stays down\n", n.ID)
 		return err
 	}
 	st := n.Raft.Status()
-	in.Printf("%d restarted: %s applied=%d\n", n.ID, core.DescribeHardState(st.HardState), st.Applied)
+	in.Printf("%d restarted: %s applied=%d state=%s\n", n.ID, core.DescribeHardState(st.HardState), st.Applied, n.State)
+	return nil
+}
+
+func (in *Interaction) cmdSnapshot(t *testing.T, d *datadriven.TestData) error {
+	if len(d.CmdArgs) != 1 {
+		d.Fatalf(t, "snapshot N")
+	}
+	n := in.oneNode(t, d)
+	if _, err := live(n); err != nil {
+		return err
+	}
+	snap, err := n.TakeSnapshot()
+	if err != nil {
+		return err
+	}
+	st, err := StateOfSnapshot(snap)
+	if err != nil {
+		return err
+	}
+	in.Printf("%d: snapshot %s state=%s\n", n.ID, core.DescribeSnapshotMeta(snap.Meta), st)
+	return nil
+}
+
+func (in *Interaction) cmdCompact(t *testing.T, d *datadriven.TestData) error {
+	if len(d.CmdArgs) != 2 || len(d.CmdArgs[1].Vals) > 0 {
+		d.Fatalf(t, "compact N INDEX")
+	}
+	n := in.oneNode(t, d)
+	idx, err := strconv.ParseUint(d.CmdArgs[1].Key, 10, 64)
+	if err != nil {
+		d.Fatalf(t, "compact: bad index %q", d.CmdArgs[1].Key)
+	}
+	if _, err := live(n); err != nil {
+		return err
+	}
+	return n.Storage.Compact(core.Index(idx))
+}
+
+func (in *Interaction) cmdReportSnapshot(t *testing.T, d *datadriven.TestData) error {
+	if len(d.CmdArgs) != 3 || len(d.CmdArgs[2].Vals) > 0 {
+		d.Fatalf(t, "report-snapshot LEADER PEER ok|fail")
+	}
+	var ok bool
+	switch d.CmdArgs[2].Key {
+	case "ok":
+		ok = true
+	case "fail":
+	default:
+		d.Fatalf(t, "report-snapshot: want ok or fail, not %q", d.CmdArgs[2].Key)
+	}
+	lead := in.oneNode(t, d)
+	peer, err := strconv.ParseUint(d.CmdArgs[1].Key, 10, 64)
+	if err != nil || len(d.CmdArgs[1].Vals) > 0 {
+		d.Fatalf(t, "report-snapshot: bad peer %q", d.CmdArgs[1].Key)
+	}
+	in.node(t, d, core.NodeID(peer))
+	r, err := live(lead)
+	if err != nil {
+		return err
+	}
+	r.ReportSnapshot(core.NodeID(peer), ok)
 	return nil
 }
 
@@ -749,11 +945,11 @@ func (in *Interaction) cmdLog(t *testing.T, d *datadriven.TestData) error {
 			in.Printf("  no stored entries\n")
 		}
 		if n.Down {
-			in.Printf("  down\n")
+			in.Printf("  down state=%s\n", n.State)
 			continue
 		}
 		st := n.Raft.Status()
-		in.Printf("  commit=%d applied=%d\n", st.Commit, st.Applied)
+		in.Printf("  commit=%d applied=%d state=%s\n", st.Commit, st.Applied, n.State)
 		if n.pending != nil && len(n.pending.Entries) > 0 {
 			in.Printf("  pending write: %s\n", core.DescribeEntries(n.pending.Entries))
 		}
@@ -768,9 +964,14 @@ func (in *Interaction) cmdRawStep(t *testing.T, d *datadriven.TestData) error {
 		return err
 	}
 	m := core.Message{To: n.ID}
+	var cs core.ConfState
 	for _, a := range d.CmdArgs[1:] {
 		var u uint64
 		switch a.Key {
+		case "voters":
+			cs.Voters = scanIDs(t, d, a)
+		case "learners":
+			cs.Learners = scanIDs(t, d, a)
 		case "type":
 			if m.Type, err = parseMsgType(a.Vals[0]); err != nil {
 				d.Fatalf(t, "%v", err)
@@ -811,6 +1012,12 @@ func (in *Interaction) cmdRawStep(t *testing.T, d *datadriven.TestData) error {
 		default:
 			d.Fatalf(t, "unknown raw-step field %q", a.Key)
 		}
+	}
+	if cs.Voters != nil || cs.Learners != nil {
+		if m.Snapshot == nil {
+			d.Fatalf(t, "raw-step: voters= and learners= need snap=")
+		}
+		m.Snapshot.Meta.ConfState = cs
 	}
 	in.Printf("%s\n", core.DescribeMessage(m))
 	in.indent = "  "

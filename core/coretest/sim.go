@@ -21,7 +21,16 @@ import (
 //     it holds the same command and the same term just before it, so two
 //     logs that share an entry share the whole prefix before it;
 //   - state machine safety: every node that applied an index applied the
-//     same entry there, each node applies indexes in order and once;
+//     same entry there, each node applies indexes in order and once, and
+//     two application states at one index (reached by applying entries or
+//     by installing a snapshot) have the same digest;
+//   - durability: every index a live node counts as committed is held, in
+//     the same entry, by the durable storage of a quorum (or compacted
+//     into a snapshot there), so nothing acknowledged can be lost;
+//   - a crash that loses the writes made since the last sync (a power
+//     failure) never loses a term or a vote: those Readys must ask for a
+//     sync;
+//   - a leader's uncommitted tail stays within MaxUncommittedBytes;
 //   - leader completeness: a leader of a term later than the one an entry
 //     was committed in holds that entry (in its storage, or in the Ready it
 //     is writing);
@@ -32,12 +41,21 @@ import (
 //
 // After the faulty phase a liveness phase heals the network, restarts every
 // node, and requires a leader and a fresh committed proposal on every node
-// within a bounded number of ticks.
+// within a bounded number of ticks. A stability phase follows: with
+// check-quorum and pre-vote on, a follower that stops hearing the leader
+// does not unseat it (the leader lease), and a leader cut off from
+// everyone steps down within two election timeouts; then the cluster must
+// converge again.
 //
 // The host side follows the Ready contract honestly: a node's MemoryStorage
 // holds exactly what FinishReady persisted; a Ready taken in the early form
 // (StartReady) has sent its requests but not its responses, and a crash
-// before FinishReady loses it.
+// before FinishReady loses it. Half the crashes are power failures, which
+// also undo the writes made since the last synced one. Nodes snapshot their
+// application state and compact their logs; a snapshot message is reported
+// to its sender (ReportSnapshot) when it is delivered or lost, as a
+// transport does. A restart keeps the application's state, or (an
+// application without state of its own) restores the storage's snapshot.
 //
 // Actions are a table of weighted SimActions (DefaultSimActions); later
 // features plug in by adding rows, and SimConfig.Weights retunes or turns
@@ -98,7 +116,10 @@ type SimResult struct {
 	Dupes      int
 	Crashes    int
 	LostReadys int // crashes that lost a Ready whose requests had gone out
+	LostWrites int // power failures that undid unsynced writes
 	Restarts   int
+	Snapshots  int // snapshots taken
+	Installs   int // snapshots installed from a leader
 	Readys     int
 	Proposals  int // proposals a leader took
 	Leaders    int // distinct (term, leader) pairs seen
@@ -157,6 +178,7 @@ func DefaultSimActions() []SimAction {
 		{Name: "propose", Weight: 60, Do: (*Sim).actPropose},
 		{Name: "report-unreachable", Weight: 5, Do: (*Sim).actReportUnreachable},
 		{Name: "campaign", Weight: 5, Do: (*Sim).actCampaign},
+		{Name: "snapshot", Weight: 10, Do: (*Sim).actSnapshot},
 	}
 }
 
@@ -193,6 +215,19 @@ type Sim struct {
 	// leadChecked[(id, term)] is how far that leader's log was checked
 	// against committed.
 	leadChecked map[leaderKey]core.Index
+	// states[i] is the digest of the application state at index i, as the
+	// first node to reach it had it.
+	states map[core.Index]stateRec
+	// durableChecked is the highest index checked to be durable on a
+	// quorum.
+	durableChecked core.Index
+	// liveTag names the round of the liveness phase running.
+	liveTag string
+}
+
+type stateRec struct {
+	digest uint64
+	by     core.NodeID
 }
 
 type delayedMsg struct {
@@ -203,10 +238,13 @@ type delayedMsg struct {
 type simNode struct {
 	commit, applied core.Index // last seen on the live node
 	hard            core.HardState
-	appliedSeen     int        // prefix of Node.Applied already checked
-	lastApplied     core.Index // index of the last applied entry checked
+	appliedSeen     int // prefix of Node.Applied already checked
 	incarnation     uint64
 	liveDone        bool // applied a liveness proposal
+	// The uncommitted tail of the node's leadership of leadTerm, measured
+	// from outside: payload proposed, and payload handed out committed.
+	leadTerm         core.Term
+	proposed, handed uint64
 }
 
 type entryKey struct {
@@ -319,8 +357,11 @@ func newSim(cfg SimConfig) (*Sim, error) {
 		leaders:     map[core.Term]core.NodeID{},
 		ents:        map[entryKey]entryRec{},
 		leadChecked: map[leaderKey]core.Index{},
-		res:         SimResult{Seed: cfg.Seed, Nodes: cfg.Nodes, Actions: map[string]int{}},
-		digest:      fnvOffset,
+		states:      map[core.Index]stateRec{},
+		// Index 1 is the bootstrap snapshot.
+		durableChecked: 1,
+		res:            SimResult{Seed: cfg.Seed, Nodes: cfg.Nodes, Actions: map[string]int{}},
+		digest:         fnvOffset,
 	}
 	s.res.Weights = map[string]int{}
 	for _, a := range actions {
@@ -364,7 +405,7 @@ func newSim(cfg SimConfig) (*Sim, error) {
 		if err := s.Cluster.AddNode(id, st); err != nil {
 			return nil, err
 		}
-		s.nodes[id] = &simNode{commit: 1, applied: 1, hard: core.HardState{Term: 1, Commit: 1}, lastApplied: 1}
+		s.nodes[id] = &simNode{commit: 1, applied: 1, hard: core.HardState{Term: 1, Commit: 1}}
 	}
 	s.Cluster.Base = base
 	return s, nil
@@ -517,13 +558,26 @@ func (s *Sim) deliver(m core.Message) (string, error) {
 	desc := shortMsg(m)
 	if d.Dropped != "" {
 		s.res.Dropped++
+		s.reportSnapshot(m, false)
 		return desc + " (dropped: " + d.Dropped + ")", nil
 	}
 	s.res.Delivered++
 	if d.Err != nil {
 		return desc, fmt.Errorf("node %d refused %s sent by node %d: %w", m.To, core.DescribeMessage(m), m.From, d.Err)
 	}
+	s.reportSnapshot(m, true)
 	return desc, nil
+}
+
+// reportSnapshot tells the sender of a snapshot message whether it
+// arrived, as a transport does once the snapshot's body is through.
+func (s *Sim) reportSnapshot(m core.Message, ok bool) {
+	if m.Type != core.MsgSnap {
+		return
+	}
+	if from := s.Cluster.Node(m.From); from != nil && !from.Down {
+		from.Raft.ReportSnapshot(m.To, ok)
+	}
 }
 
 func shortMsg(m core.Message) string {
@@ -560,6 +614,7 @@ func (s *Sim) actDrop() (string, bool, error) {
 	}
 	m := s.takeMsg(s.Rand.IntN(len(s.Cluster.Net)))
 	s.res.Dropped++
+	s.reportSnapshot(m, false)
 	return shortMsg(m), true, nil
 }
 
@@ -728,6 +783,13 @@ func (s *Sim) StartReady(n *Node) (core.Ready, bool, error) {
 			return rd, true, err
 		}
 	}
+	if sn := s.nodes[n.ID]; n.Raft.Status().Role == core.RoleLeader && sn.leadTerm == n.Raft.Term {
+		for _, e := range rd.CommittedEntries {
+			if e.Term == sn.leadTerm {
+				sn.handed += uint64(len(e.Data))
+			}
+		}
+	}
 	return rd, true, s.registerEntries(n, rd)
 }
 
@@ -750,6 +812,9 @@ func (s *Sim) FinishReady(n *Node) error {
 		}
 		sn.hard = hs
 	}
+	if !n.pending.Snapshot.IsEmpty() {
+		s.res.Installs++
+	}
 	if err := n.FinishReady(s.Cluster); err != nil {
 		return err
 	}
@@ -761,7 +826,8 @@ func (s *Sim) actCrash() (string, bool, error) {
 	if !ok {
 		return "", false, nil
 	}
-	return s.crash(n), true, nil
+	desc, err := s.crash(n)
+	return desc, true, err
 }
 
 // actCrashLeader crashes the leader of the highest term, to force
@@ -771,20 +837,39 @@ func (s *Sim) actCrashLeader() (string, bool, error) {
 	if id == core.None {
 		return "", false, nil
 	}
-	return s.crash(s.Cluster.Node(id)), true, nil
+	desc, err := s.crash(s.Cluster.Node(id))
+	return desc, true, err
 }
 
 // crash stops n; its storage keeps what FinishReady wrote, and an early
-// Ready whose requests went out is lost.
-func (s *Sim) crash(n *Node) string {
+// Ready whose requests went out is lost. Half the time it is a power
+// failure, which undoes the writes since the last synced one: only a
+// commit index may be lost that way, never a term or a vote.
+func (s *Sim) crash(n *Node) (string, error) {
 	desc := fmt.Sprint(n.ID)
 	if n.pending != nil {
 		desc += " (losing its early Ready: " + shortReady(*n.pending) + ")"
 		s.res.LostReadys++
 	}
-	n.Crash()
 	s.res.Crashes++
-	return desc
+	if s.Rand.IntN(2) == 0 {
+		n.Crash()
+		return desc, nil
+	}
+	desc += " (power failure)"
+	lost, ok := n.CrashLosingUnsynced()
+	if !ok {
+		return desc, nil
+	}
+	s.res.LostWrites++
+	now := n.storageHard()
+	desc += fmt.Sprintf(" (unsynced %s undone, back to %s)", core.DescribeHardState(lost), core.DescribeHardState(now))
+	s.nodes[n.ID].hard = now
+	if lost.Term != now.Term || lost.Vote != now.Vote {
+		return desc, fmt.Errorf("node %d lost term %d vote %d in a power failure (back to term %d vote %d): the Ready that wrote them did not ask for a sync",
+			n.ID, lost.Term, lost.Vote, now.Term, now.Vote)
+	}
+	return desc, nil
 }
 
 func (s *Sim) actRestart() (string, bool, error) {
@@ -798,29 +883,49 @@ func (s *Sim) actRestart() (string, bool, error) {
 	if !ok {
 		return "", false, nil
 	}
-	return fmt.Sprint(n.ID), true, s.restart(n)
+	fromSnap := s.Rand.IntN(4) == 0
+	desc := fmt.Sprint(n.ID)
+	if fromSnap {
+		desc += " from its snapshot"
+	}
+	return desc, true, s.restart(n, fromSnap)
 }
 
 // restart brings n back from its storage, with a fresh seed for its
-// timeouts, and resets what "never goes back" is measured against: a
-// restarted node resumes at its durable commit.
-func (s *Sim) restart(n *Node) error {
+// timeouts, keeping its application's state or (fromSnap) restoring the
+// storage's snapshot. It resumes at its durable commit, or at what its
+// application applied if that is further (the commit index is written
+// without a sync and may be lost).
+func (s *Sim) restart(n *Node, fromSnap bool) error {
 	sn := s.nodes[n.ID]
 	sn.incarnation++
 	n.Config.Seed = s.nodeSeed(n.ID, sn.incarnation)
-	if err := s.Cluster.Restart(n.ID); err != nil {
+	restart := s.Cluster.Restart
+	if fromSnap {
+		restart = s.Cluster.RestartFromSnapshot
+	}
+	if err := restart(n.ID); err != nil {
 		return fmt.Errorf("restart %d: %w", n.ID, err)
 	}
 	s.res.Restarts++
 	st := n.Raft.Status()
-	snap := snapIndex(n.Storage)
-	if want := max(sn.hard.Commit, snap); st.Commit != want {
-		return fmt.Errorf("node %d restarted with commit %d, durable commit %d", n.ID, st.Commit, want)
+	snap, _ := n.Storage.Snapshot()
+	hs := n.storageHard()
+	if want := max(hs.Commit, n.State.Index, snap.Meta.Index); st.Commit != want {
+		return fmt.Errorf("node %d restarted with commit %d; durable commit %d, applied %d, snapshot %d",
+			n.ID, st.Commit, hs.Commit, n.State.Index, snap.Meta.Index)
 	}
-	if want := max(sn.lastApplied, snap); st.Applied != want {
-		return fmt.Errorf("node %d restarted with applied %d, it had applied %d", n.ID, st.Applied, want)
+	if st.Applied != n.State.Index {
+		return fmt.Errorf("node %d restarted with applied %d, its application is at %d", n.ID, st.Applied, n.State.Index)
 	}
-	sn.commit, sn.applied = st.Commit, st.Applied
+	if err := s.checkState(n.ID, n.State); err != nil {
+		return err
+	}
+	sn.commit, sn.applied, sn.hard = st.Commit, st.Applied, hs
+	// A new incarnation may lead the same term again (if the first won
+	// on others' votes before its own write and lost it), from an empty
+	// tail.
+	sn.leadTerm = 0
 	return nil
 }
 
@@ -851,6 +956,9 @@ func (s *Sim) actPropose() (string, bool, error) {
 		case err == nil:
 			s.res.Proposals++
 			descs = append(descs, fmt.Sprintf("%q", data))
+			if err := s.trackProposal(n, uint64(len(data))); err != nil {
+				return fmt.Sprintf("%d %s", n.ID, strings.Join(descs, " ")), true, err
+			}
 		case errors.Is(err, core.ErrProposalDropped):
 			descs = append(descs, fmt.Sprintf("%q dropped", data))
 		default:
@@ -870,6 +978,58 @@ func (s *Sim) actReportUnreachable() (string, bool, error) {
 	peer, _ := pick(s.Rand, s.Cluster.IDs())
 	s.Cluster.Node(id).Raft.ReportUnreachable(peer)
 	return fmt.Sprintf("%d about %d", id, peer), true, nil
+}
+
+// trackProposal counts a proposal the leader n took into its uncommitted
+// tail, and checks the tail against MaxUncommittedBytes: a proposal is
+// taken only into an empty tail or one it keeps within the limit.
+func (s *Sim) trackProposal(n *Node, size uint64) error {
+	sn := s.nodes[n.ID]
+	if term := n.Raft.Term; sn.leadTerm != term {
+		sn.leadTerm, sn.proposed, sn.handed = term, 0, 0
+	}
+	sn.proposed += size
+	tail := sn.proposed - sn.handed
+	if limit := n.Config.MaxUncommittedBytes; limit > 0 && tail > limit && tail != size {
+		return fmt.Errorf("leader %d of term %d took a proposal of %d bytes into an uncommitted tail of %d bytes, over MaxUncommittedBytes %d",
+			n.ID, sn.leadTerm, size, tail-size, limit)
+	}
+	return nil
+}
+
+// actSnapshot has a node snapshot its application state, and mostly
+// compact its log: at the snapshot, a few entries behind it (kept for
+// followers that are only a little behind), or not at all.
+func (s *Sim) actSnapshot() (string, bool, error) {
+	var cands []*Node
+	for _, n := range s.Live() {
+		if snap, _ := n.Storage.Snapshot(); n.State.Index > snap.Meta.Index {
+			cands = append(cands, n)
+		}
+	}
+	n, ok := pick(s.Rand, cands)
+	if !ok {
+		return "", false, nil
+	}
+	snap, err := n.TakeSnapshot()
+	if err != nil {
+		return fmt.Sprint(n.ID), true, fmt.Errorf("node %d: snapshot at %d: %w", n.ID, n.State.Index, err)
+	}
+	s.res.Snapshots++
+	desc := fmt.Sprintf("%d at %s", n.ID, core.DescribeSnapshotMeta(snap.Meta))
+	if err := s.checkState(n.ID, n.State); err != nil {
+		return desc, true, err
+	}
+	keep := []core.Index{0, 0, 3, 1 << 62}[s.Rand.IntN(4)]
+	first, _ := n.Storage.FirstIndex()
+	if keep < snap.Meta.Index && snap.Meta.Index-keep >= first {
+		at := snap.Meta.Index - keep
+		if err := n.Storage.Compact(at); err != nil {
+			return desc, true, fmt.Errorf("node %d: compact at %d: %w", n.ID, at, err)
+		}
+		desc += fmt.Sprintf(", compacted at %d", at)
+	}
+	return desc, true, nil
 }
 
 func (s *Sim) actCampaign() (string, bool, error) {
@@ -950,18 +1110,13 @@ func (s *Sim) registerEntries(n *Node, rd core.Ready) error {
 	return nil
 }
 
-// checkApplied checks the entries n applied since the last look: in order,
-// once each, and the same entry every other node applied at that index.
+// checkApplied checks the entries n applied since the last look (in
+// order and once each, which Node.FinishReady checks as it applies them):
+// each is the same entry every other node applied at that index, and the
+// application state n reached is the one every other node had there.
 func (s *Sim) checkApplied(n *Node) error {
 	sn := s.nodes[n.ID]
 	for _, e := range n.Applied[sn.appliedSeen:] {
-		switch {
-		case e.Index <= sn.lastApplied:
-			return fmt.Errorf("node %d applied %s again (after %d)", n.ID, core.DescribeEntry(e), sn.lastApplied)
-		case e.Index != sn.lastApplied+1 && e.Index-1 > snapIndex(n.Storage):
-			return fmt.Errorf("node %d applied %s after %d: a gap", n.ID, core.DescribeEntry(e), sn.lastApplied)
-		}
-		sn.lastApplied = e.Index
 		for core.Index(len(s.committed)) <= e.Index {
 			s.committed = append(s.committed, committedRec{})
 		}
@@ -972,11 +1127,29 @@ func (s *Sim) checkApplied(n *Node) error {
 			return fmt.Errorf("state machine safety: node %d applied %s at %d, node %d applied %s",
 				n.ID, core.DescribeEntry(e), e.Index, c.by, core.DescribeEntry(c.e))
 		}
-		if strings.HasPrefix(string(e.Data), livenessPrefix) {
+		if s.liveTag != "" && strings.HasPrefix(string(e.Data), livenessPrefix+s.liveTag+"-") {
 			sn.liveDone = true
 		}
 	}
 	sn.appliedSeen = len(n.Applied)
+	return s.checkState(n.ID, n.State)
+}
+
+// checkState checks an application state against the one the first node
+// to reach its index had.
+func (s *Sim) checkState(id core.NodeID, st State) error {
+	if st.Index <= 1 {
+		return nil // the bootstrap state
+	}
+	rec, ok := s.states[st.Index]
+	if !ok {
+		s.states[st.Index] = stateRec{digest: st.Digest, by: id}
+		return nil
+	}
+	if rec.digest != st.Digest {
+		return fmt.Errorf("state machine safety: node %d's state at %d has digest %016x, node %d's had %016x",
+			id, st.Index, st.Digest, rec.by, rec.digest)
+	}
 	return nil
 }
 
@@ -994,8 +1167,8 @@ func (s *Sim) check() error {
 		if st.Applied < sn.applied {
 			return fmt.Errorf("node %d: applied went back from %d to %d", n.ID, sn.applied, st.Applied)
 		}
-		if st.Applied != sn.lastApplied && st.Applied > snapIndex(n.Storage) {
-			return fmt.Errorf("node %d: core says applied %d, the application applied up to %d", n.ID, st.Applied, sn.lastApplied)
+		if st.Applied != n.State.Index {
+			return fmt.Errorf("node %d: core says applied %d, the application is at %d", n.ID, st.Applied, n.State.Index)
 		}
 		sn.commit, sn.applied = st.Commit, st.Applied
 		s.res.MaxTerm = max(s.res.MaxTerm, st.Term)
@@ -1013,6 +1186,52 @@ func (s *Sim) check() error {
 				return err
 			}
 		}
+	}
+	return s.checkCommitDurable()
+}
+
+// checkCommitDurable checks that every index a live node counts as
+// committed is held by a quorum's durable storage, in the entry that was
+// (or will be) applied there: a commit index that covers less would let
+// a crash lose an acknowledged entry. Each index is checked once, when a
+// commit index first covers it; later losses would show up as broken
+// state machine safety.
+func (s *Sim) checkCommitDurable() error {
+	var top core.Index
+	var who *Node
+	for _, n := range s.Live() {
+		if c := s.nodes[n.ID].commit; c > top {
+			top, who = c, n
+		}
+	}
+	ids := s.Cluster.IDs()
+	quorum := len(ids)/2 + 1
+	for i := s.durableChecked + 1; i <= top; i++ {
+		var term core.Term
+		if core.Index(len(s.committed)) > i && s.committed[i].set {
+			term = s.committed[i].e.Term
+		} else {
+			e, ok, err := nodeEntry(who, i)
+			if err != nil || !ok || e.Index == 0 {
+				return fmt.Errorf("node %d has commit %d but cannot show entry %d (held %t, err %v)", who.ID, top, i, ok, err)
+			}
+			term = e.Term
+		}
+		var holders []core.NodeID
+		for _, id := range ids {
+			st := s.Cluster.Node(id).Storage
+			first, _ := st.FirstIndex()
+			if i < first-1 {
+				holders = append(holders, id) // compacted into its snapshot
+			} else if t, err := st.Term(i); err == nil && t == term {
+				holders = append(holders, id)
+			}
+		}
+		if len(holders) < quorum {
+			return fmt.Errorf("durability: node %d counts %d as committed, but only nodes %v of %d durably hold entry %d/%d",
+				who.ID, top, holders, len(ids), term, i)
+		}
+		s.durableChecked = i
 	}
 	return nil
 }
@@ -1145,7 +1364,8 @@ func compareLogs(a, b *Node) error {
 // liveness heals everything, restarts every node, and then runs the
 // cluster without faults: messages in order, Readys in full, all nodes
 // ticking together. A leader must emerge and a fresh proposal must be
-// applied on every node within LivenessTicks ticks.
+// applied on every node within LivenessTicks ticks. Then the stability
+// phase runs.
 func (s *Sim) liveness() error {
 	s.phase = "liveness"
 	s.doing = "liveness"
@@ -1154,7 +1374,7 @@ func (s *Sim) liveness() error {
 	for _, id := range s.Cluster.IDs() {
 		n := s.Cluster.Node(id)
 		if n.Down {
-			if err := s.restart(n); err != nil {
+			if err := s.restart(n, false); err != nil {
 				return err
 			}
 		} else if err := s.FinishReady(n); err != nil {
@@ -1162,44 +1382,59 @@ func (s *Sim) liveness() error {
 		}
 	}
 	s.record(fmt.Sprintf("%d liveness: healed, all nodes up", s.step))
+	ticks, err := s.converge("a")
+	s.res.LivenessTicks = ticks
+	if err != nil {
+		return err
+	}
+	return s.stability()
+}
+
+// converge runs the healthy cluster until a proposal tagged tag has been
+// applied on every node, proposing one on each new leader.
+func (s *Sim) converge(tag string) (int, error) {
+	s.liveTag = tag
+	for _, sn := range s.nodes {
+		sn.liveDone = false
+	}
 	proposedIn := map[core.Term]bool{}
 	for tick := 0; tick <= s.cfg.LivenessTicks; tick++ {
 		s.step++
 		if err := s.settle(); err != nil {
-			return err
+			return tick, err
 		}
 		done := true
 		for _, id := range s.Cluster.IDs() {
 			done = done && s.nodes[id].liveDone
 		}
 		if done {
-			s.res.LivenessTicks = tick
-			return nil
+			return tick, nil
 		}
 		if lead := s.Cluster.Leader(); lead != core.None {
 			n := s.Cluster.Node(lead)
 			term := n.Raft.Term
 			if !proposedIn[term] {
-				data := fmt.Sprintf("%s%d", livenessPrefix, term)
+				data := fmt.Sprintf("%s%s-%d", livenessPrefix, tag, term)
 				err := n.Raft.Propose([]byte(data))
 				// A leader over its uncommitted budget drops it; try
 				// again next tick.
 				proposedIn[term] = err == nil
 				s.record(fmt.Sprintf("%d liveness: propose %q on %d: %v", s.step, data, lead, err))
 				if err != nil && !errors.Is(err, core.ErrProposalDropped) {
-					return fmt.Errorf("propose on %d: %w", lead, err)
+					return tick, fmt.Errorf("propose on %d: %w", lead, err)
+				}
+				if err == nil {
+					if err := s.trackProposal(n, uint64(len(data))); err != nil {
+						return tick, err
+					}
 				}
 				if err := s.settle(); err != nil {
-					return err
+					return tick, err
 				}
 			}
 		}
-		for _, n := range s.Live() {
-			n.Raft.Tick()
-		}
-		s.record(fmt.Sprintf("%d liveness: tick all", s.step))
-		if err := s.check(); err != nil {
-			return err
+		if err := s.tickAll(); err != nil {
+			return tick, err
 		}
 	}
 	var b strings.Builder
@@ -1209,8 +1444,92 @@ func (s *Sim) liveness() error {
 		fmt.Fprintf(&b, "\n  node %d: %s term %d vote %d lead %d commit %d applied %d last %d",
 			n.ID, st.Role, st.Term, st.Vote, st.Lead, st.Commit, st.Applied, last)
 	}
-	return fmt.Errorf("liveness: no proposal committed on every node within %d ticks after healing:%s",
+	return s.cfg.LivenessTicks, fmt.Errorf("liveness: no proposal committed on every node within %d ticks after healing:%s",
 		s.cfg.LivenessTicks, b.String())
+}
+
+// tickAll ticks every live node once and checks.
+func (s *Sim) tickAll() error {
+	for _, n := range s.Live() {
+		n.Raft.Tick()
+	}
+	s.record(fmt.Sprintf("%d liveness: tick all", s.step))
+	return s.check()
+}
+
+// stability checks, on a converged cluster with check-quorum on, that
+// (with pre-vote on too) a follower that stops hearing the leader for a
+// while does not unseat it: the others, hearing from the leader, ignore
+// its pre-votes (the leader lease); and that a leader cut off from
+// everyone steps down within two election timeouts. The cluster must then
+// converge again.
+func (s *Sim) stability() error {
+	base := s.Cluster.Base
+	if base.DisableCheckQuorum {
+		return nil
+	}
+	lead := s.Cluster.Leader()
+	if lead == core.None {
+		return errors.New("stability: no leader after the cluster converged")
+	}
+	ln := s.Cluster.Node(lead)
+	term := ln.Raft.Term
+	var others []core.NodeID
+	for _, id := range s.Cluster.IDs() {
+		if id != lead {
+			others = append(others, id)
+		}
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	election := base.ElectionTicks
+	if !base.DisablePreVote {
+		// The follower stops hearing the leader, but the others still
+		// hear the follower's pre-votes; they must ignore them.
+		f, _ := pick(s.Rand, others)
+		s.Cluster.Cut(lead, f)
+		s.record(fmt.Sprintf("%d stability: link %d->%d cut", s.step, lead, f))
+		for i := range 6 * election {
+			if i == 3*election {
+				s.Cluster.Heal()
+				s.record(fmt.Sprintf("%d stability: healed", s.step))
+			}
+			s.step++
+			if err := s.settle(); err != nil {
+				return err
+			}
+			if st := ln.Raft.Status(); st.Role != core.RoleLeader || st.Term != term {
+				return fmt.Errorf("leader lease: leader %d of term %d unseated (now %s of term %d) by follower %d that stopped hearing it, with pre-vote and check-quorum on",
+					lead, term, st.Role, st.Term, f)
+			}
+			if err := s.tickAll(); err != nil {
+				return err
+			}
+		}
+	}
+	s.Cluster.Partition([]core.NodeID{lead}, others)
+	s.record(fmt.Sprintf("%d stability: leader %d cut off from %v", s.step, lead, others))
+	for range 2*election + 1 {
+		s.step++
+		if err := s.settle(); err != nil {
+			return err
+		}
+		if err := s.tickAll(); err != nil {
+			return err
+		}
+	}
+	if err := s.settle(); err != nil {
+		return err
+	}
+	if st := ln.Raft.Status(); st.Role == core.RoleLeader && st.Term == term {
+		return fmt.Errorf("check-quorum: leader %d of term %d cut off from every other node still leads after %d ticks (2 election timeouts and one)",
+			lead, term, 2*election+1)
+	}
+	s.Cluster.Heal()
+	s.record(fmt.Sprintf("%d stability: healed", s.step))
+	_, err := s.converge("b")
+	return err
 }
 
 // settle handles every Ready in full and delivers every message in order
