@@ -23,7 +23,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 pkgs=./core/...
-timeout=120s
+timeout=300s
 
 mapfile -t names < <(grep -rhoE --include='*.go' 'mutant [!=]= "[a-z_]+"' core | sed -E 's/.*"([a-z_]+)"/\1/' | sort -u)
 if [ "${#names[@]}" -eq 0 ]; then
