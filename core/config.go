@@ -55,8 +55,10 @@ type Config struct {
 	// Storage is the durable log; required.
 	Storage Storage
 	// Applied is the last index the application applied before a restart;
-	// committed entries up to it are not handed out again, and the commit
-	// index starts there at least. 0 means the index of the storage's
+	// committed entries up to it are not handed out again, the commit
+	// index starts there at least, and the configuration changes among
+	// them are applied again from the log, on top of the configuration of
+	// the storage's snapshot. 0 means the index of the storage's
 	// snapshot. A value behind that snapshot is refused: the state machine
 	// must first restore the snapshot (whose configuration core has already
 	// taken), and then pass its index.

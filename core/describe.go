@@ -119,7 +119,17 @@ func DescribeReady(rd Ready) string {
 		}
 	}
 	for _, rs := range rd.ReadStates {
+		if rs.Dropped {
+			fmt.Fprintf(&b, "ReadState Ctx:%q dropped\n", rs.RequestCtx)
+			continue
+		}
 		fmt.Fprintf(&b, "ReadState Index:%d Ctx:%q\n", rs.Index, rs.RequestCtx)
+	}
+	if len(rd.DroppedProposals) > 0 {
+		b.WriteString("DroppedProposals:\n")
+		for _, e := range rd.DroppedProposals {
+			fmt.Fprintf(&b, "  %s\n", DescribeEntry(e))
+		}
 	}
 	if rd.MustSync {
 		b.WriteString("MustSync\n")

@@ -34,9 +34,14 @@ const (
 	MsgTransferLeader
 	// MsgTimeoutNow tells a follower to campaign at once, past the lease.
 	MsgTimeoutNow
-	// MsgReadIndex asks for a read index; MsgReadIndexResp answers it.
+	// MsgReadIndex asks for a read index; MsgReadIndexResp answers it
+	// (Reject: the leader dropped it).
 	MsgReadIndex
 	MsgReadIndexResp
+	// MsgPropDropped gives a forwarded proposal back to the node that
+	// forwarded it: the leader (or the node it reached) did not take it.
+	// Like MsgProp it carries no term.
+	MsgPropDropped
 
 	msgTypeEnd // one past the last valid type
 )
@@ -58,6 +63,7 @@ var msgTypeNames = [...]string{
 	MsgTimeoutNow:     "MsgTimeoutNow",
 	MsgReadIndex:      "MsgReadIndex",
 	MsgReadIndexResp:  "MsgReadIndexResp",
+	MsgPropDropped:    "MsgPropDropped",
 }
 
 func (t MessageType) String() string {

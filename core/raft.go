@@ -64,6 +64,15 @@ type Raft struct {
 	msgsAfterAppend []Message
 	stepsOnAdvance  []Message
 	readStates      []ReadState
+	droppedProps    []Entry
+
+	// reads is the leader's state for reads; readsForwarded the contexts
+	// of reads this node forwarded to its leader, not yet answered.
+	reads          readOnly
+	readsForwarded [][]byte
+	// transferStarted is set once this leader sent MsgTimeoutNow in its
+	// term: from then on its lease is not to be trusted for reads.
+	transferStarted bool
 
 	// What the outstanding Ready handed out, applied by Advance.
 	readyOutstanding bool
@@ -117,7 +126,11 @@ func New(cfg Config) (*Raft, error) {
 	if err := r.loadHardState(hs); err != nil {
 		return nil, err
 	}
+	snapIndex := r.log.applied
 	if err := r.loadApplied(c.Applied); err != nil {
+		return nil, err
+	}
+	if err := r.replayConfChanges(snapIndex, r.log.applied); err != nil {
 		return nil, err
 	}
 	r.becomeFollower(r.Term, None)
@@ -174,6 +187,37 @@ func (r *Raft) loadApplied(applied Index) error {
 	return nil
 }
 
+// replayConfChanges brings the configuration from the snapshot's up to
+// date with the changes the host applied after it, up to Applied: the
+// host will not apply those entries again.
+func (r *Raft) replayConfChanges(from, to Index) error {
+	for lo := from + 1; lo <= to; {
+		ents, err := r.log.slice(lo, to+1, r.cfg.MaxApplyBytes)
+		if err != nil || len(ents) == 0 {
+			return fmt.Errorf("core: reading entries [%d, %d] to restore the configuration: %v", lo, to, err)
+		}
+		for _, e := range ents {
+			if e.Type != EntryConfChange {
+				continue
+			}
+			var cc ConfChange
+			if err := cc.Unmarshal(e.Data); err != nil {
+				r.logger.Warn("skipping undecodable conf change", "index", uint64(e.Index), "err", err)
+				continue
+			}
+			cs, err := changeConf(r.confState(), cc)
+			if err != nil {
+				continue // refused when it was applied, too
+			}
+			if err := r.restoreConfState(cs); err != nil {
+				return err
+			}
+		}
+		lo = ents[len(ents)-1].Index + 1
+	}
+	return nil
+}
+
 // loadHardState restores term, vote and commit. A commit past the durable
 // log (possible when entries were written without fsync and lost) is cut
 // back to the log's end rather than refused: the missing entries are still
@@ -198,20 +242,11 @@ func (r *Raft) loadHardState(hs HardState) error {
 
 // restoreConfState installs a configuration, as found in a snapshot.
 func (r *Raft) restoreConfState(cs ConfState) error {
-	voters := jointConfig{newMajorityConfig(cs.Voters), newMajorityConfig(cs.VotersOutgoing)}
-	learners := newMajorityConfig(cs.Learners)
-	for _, id := range learners {
-		if voters.contains(id) {
-			return fmt.Errorf("core: node %d is both voter and learner in %+v", id, cs)
-		}
+	if err := checkConfState(cs); err != nil {
+		return err
 	}
-	for _, id := range slices.Concat(voters.ids(), []NodeID(learners)) {
-		if id == None {
-			return fmt.Errorf("core: configuration %+v names node 0", cs)
-		}
-	}
-	r.voters = voters
-	r.learners = learners
+	r.voters = jointConfig{newMajorityConfig(cs.Voters), newMajorityConfig(cs.VotersOutgoing)}
+	r.learners = newMajorityConfig(cs.Learners)
 	r.learnersNext = newMajorityConfig(cs.LearnersNext)
 	r.autoLeave = cs.AutoLeave
 	r.resetProgress()
@@ -224,6 +259,7 @@ func (r *Raft) resetProgress() {
 	next := r.log.lastIndex() + 1
 	members := slices.Concat(r.voters.ids(), r.learners)
 	slices.Sort(members)
+	members = slices.Compact(members)
 	r.memberIDs = members
 	r.progress = make(map[NodeID]*progress, len(members))
 	for _, id := range members {
@@ -260,6 +296,17 @@ func (r *Raft) Tick() {
 		return
 	}
 	r.tickElection()
+}
+
+// TransferLeadership asks the leader to hand leadership to voter `to`:
+// the leader brings it up to date, then tells it to campaign at once (its
+// vote requests get past the leases of members that still hear from the
+// leader). Proposals are refused while the transfer runs; one that has not
+// finished within an election timeout is abandoned. On a follower it is
+// passed to the leader if `to` is this node, and ignored otherwise; the
+// outcome shows in SoftState.
+func (r *Raft) TransferLeadership(to NodeID) {
+	_ = r.step(Message{Type: MsgTransferLeader, From: to})
 }
 
 // Campaign starts an election now (with a pre-vote first unless disabled).
@@ -308,8 +355,12 @@ func (r *Raft) validate(m *Message) error {
 		return fmt.Errorf("core: %s for %d delivered to %d: %w", m.Type, m.To, r.id, ErrMisrouted)
 	case m.From == None || m.From == r.id:
 		return malformed("bad sender")
-	case m.Term == 0 && m.Type != MsgProp:
+	case m.Term == 0 && m.Type != MsgProp && m.Type != MsgPropDropped:
 		return malformed("term 0")
+	case m.Term != 0 && (m.Type == MsgProp || m.Type == MsgPropDropped):
+		return malformed("a proposal carries no term")
+	case (m.Type == MsgProp || m.Type == MsgPropDropped) && len(m.Entries) == 0:
+		return malformed("no entries")
 	case m.Type == MsgSnap && (m.Snapshot == nil || m.Snapshot.Meta.Index == 0 || m.Snapshot.Meta.Term > m.Term):
 		return malformed("bad snapshot")
 	}
@@ -317,9 +368,6 @@ func (r *Raft) validate(m *Message) error {
 		e := &m.Entries[i]
 		if e.Type != EntryNormal && e.Type != EntryConfChange {
 			return malformed("entry %d has unknown type %d", i, uint8(e.Type))
-		}
-		if uint64(len(e.Data)) > r.cfg.MaxEntryBytes && m.Type == MsgProp {
-			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(e.Data), r.cfg.MaxEntryBytes)
 		}
 	}
 	if m.Type != MsgApp || len(m.Entries) == 0 {
@@ -377,6 +425,13 @@ func (r *Raft) step(m Message) error {
 	case MsgVote, MsgPreVote:
 		r.handleVote(m)
 		return nil
+	case MsgPropDropped:
+		r.logger.Debug("forwarded proposal dropped by the leader", "from", uint64(m.From), "entries", len(m.Entries))
+		r.droppedProps = append(r.droppedProps, m.Entries...)
+		return nil
+	case MsgReadIndexResp:
+		r.handleReadIndexResp(m)
+		return nil
 	}
 	switch r.role {
 	case RoleLeader:
@@ -425,7 +480,7 @@ func (r *Raft) send(m Message) {
 		if m.Term == 0 {
 			panicf("%s sent without a term", m.Type)
 		}
-	case MsgProp:
+	case MsgProp, MsgPropDropped:
 	default:
 		m.Term = r.Term
 	}
@@ -448,6 +503,8 @@ func (r *Raft) send(m Message) {
 }
 
 func (r *Raft) reset(term Term) {
+	r.dropAllReads()
+	r.transferStarted = false
 	if r.Term != term {
 		r.Term = term
 		r.Vote = None

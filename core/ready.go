@@ -21,6 +21,9 @@ type Ready struct {
 	Messages []Message
 	// ReadStates answer read requests.
 	ReadStates []ReadState
+	// DroppedProposals are proposals this node forwarded that the leader
+	// did not take; they will not commit, and the host can fail them now.
+	DroppedProposals []Entry
 	// MustSync says that the write must be fsynced before anything that
 	// depends on it: term, vote or entries changed.
 	MustSync bool
@@ -40,7 +43,7 @@ func (r *Raft) HasReady() bool {
 	return r.log.unstable.nextSnapshot() != nil ||
 		len(r.log.unstable.nextEntries()) > 0 ||
 		len(r.msgs) > 0 || len(r.msgsAfterAppend) > 0 ||
-		len(r.readStates) > 0 ||
+		len(r.readStates) > 0 || len(r.droppedProps) > 0 ||
 		(r.log.unstable.snapshot == nil && r.log.hasNextCommittedEnts())
 }
 
@@ -56,9 +59,10 @@ func (r *Raft) Ready() Ready {
 		r.bcastAppend()
 	}
 	rd := Ready{
-		Entries:    r.log.unstable.nextEntries(),
-		Messages:   r.msgs,
-		ReadStates: r.readStates,
+		Entries:          r.log.unstable.nextEntries(),
+		Messages:         r.msgs,
+		ReadStates:       r.readStates,
+		DroppedProposals: r.droppedProps,
 	}
 	if ss := r.softState(); ss != r.prevSoft {
 		rd.SoftState = &ss
@@ -92,6 +96,7 @@ func (r *Raft) Ready() Ready {
 	r.log.unstable.acceptInProgress()
 	r.msgs = nil
 	r.readStates = nil
+	r.droppedProps = nil
 	r.stepsOnAdvance = r.msgsAfterAppend
 	r.msgsAfterAppend = nil
 	r.readyOutstanding = true
@@ -129,6 +134,7 @@ func (r *Raft) Advance(rd Ready) {
 			panicf("stepping our own %s: %v", m.Type, err)
 		}
 	}
+	r.maybeAutoLeave()
 }
 
 // reduceUncommittedSize releases the payload of committed entries from the
@@ -149,8 +155,13 @@ type Status struct {
 	HardState
 	SoftState
 	Applied Index
+	// Config is the configuration in force (as applied).
+	Config ConfState
 	// Progress is the leader's view of each member; nil on non-leaders.
 	Progress map[NodeID]Progress
+	// LeadTransferee is the target of a leadership transfer under way on
+	// this leader, or None.
+	LeadTransferee NodeID
 }
 
 // Status returns the node's current state. It allocates; do not call it
@@ -161,8 +172,10 @@ func (r *Raft) Status() Status {
 		HardState: r.hardState(),
 		SoftState: r.softState(),
 		Applied:   r.log.applied,
+		Config:    r.confState(),
 	}
 	if r.role == RoleLeader {
+		s.LeadTransferee = r.leadTransferee
 		s.Progress = make(map[NodeID]Progress, len(r.progress))
 		for id, pr := range r.progress {
 			s.Progress[id] = pr.public()

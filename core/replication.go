@@ -85,7 +85,11 @@ func (r *Raft) bcastAppend() {
 // bcastHeartbeat sends heartbeats. The commit index each carries is capped
 // at what that follower is known to hold, so that a heartbeat never tells
 // a follower to commit an entry it may not have.
-func (r *Raft) bcastHeartbeat() {
+func (r *Raft) bcastHeartbeat() { r.bcastHeartbeatCtx(nil) }
+
+// bcastHeartbeatCtx sends heartbeats carrying ctx, which the responses
+// echo (a read's confirmation round).
+func (r *Raft) bcastHeartbeatCtx(ctx []byte) {
 	for _, id := range r.members() {
 		if id == r.id {
 			continue
@@ -94,6 +98,6 @@ func (r *Raft) bcastHeartbeat() {
 		if mutant == "heartbeat_commit_uncapped" {
 			commit = r.log.committed
 		}
-		r.send(Message{To: id, Type: MsgHeartbeat, Commit: commit})
+		r.send(Message{To: id, Type: MsgHeartbeat, Commit: commit, Context: ctx})
 	}
 }

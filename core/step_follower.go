@@ -6,7 +6,16 @@ import "fmt"
 func (r *Raft) stepFollower(m Message) error {
 	switch m.Type {
 	case MsgProp:
-		return fmt.Errorf("%w: %d is a follower (leader %d)", ErrProposalDropped, r.id, r.lead)
+		return r.forwardProp(m)
+	case MsgReadIndex:
+		return r.forwardRead(m)
+	case MsgTransferLeader:
+		if m.From == r.id && r.lead != None {
+			// A request that we take over: the leader decides.
+			r.send(Message{To: r.lead, Type: MsgTransferLeader})
+		} else {
+			r.logger.Info("ignoring transfer request: not the leader", "to", uint64(m.From), "lead", uint64(r.lead))
+		}
 	case MsgApp:
 		r.electionElapsed = 0
 		r.lead = m.From
@@ -28,6 +37,31 @@ func (r *Raft) stepFollower(m Message) error {
 	return nil
 }
 
+// forwardProp passes a local proposal on to the leader. A proposal that
+// another node forwarded to us is given back rather than passed on, so
+// that proposals never travel in circles.
+func (r *Raft) forwardProp(m Message) error {
+	switch {
+	case m.From != r.id:
+		return r.dropProp(m, fmt.Sprintf("%d is not the leader", r.id))
+	case r.lead == None:
+		return r.dropProp(m, fmt.Sprintf("%d knows no leader", r.id))
+	case r.cfg.DisableProposalForwarding:
+		return r.dropProp(m, fmt.Sprintf("%d is a follower (leader %d) and does not forward", r.id, r.lead))
+	}
+	for i := range m.Entries {
+		if e := &m.Entries[i]; e.Type == EntryConfChange {
+			var cc ConfChange
+			if err := cc.Unmarshal(e.Data); err != nil {
+				return err
+			}
+		}
+	}
+	m.To = r.lead
+	r.send(m)
+	return nil
+}
+
 // stepCandidate handles a message of the (pre-)candidate's current term.
 // For a pre-candidate, granted pre-votes arrive with the next term.
 func (r *Raft) stepCandidate(m Message) error {
@@ -37,7 +71,9 @@ func (r *Raft) stepCandidate(m Message) error {
 	}
 	switch m.Type {
 	case MsgProp:
-		return fmt.Errorf("%w: %d is a %s", ErrProposalDropped, r.id, r.role)
+		return r.dropProp(m, fmt.Sprintf("%d is a %s", r.id, r.role))
+	case MsgReadIndex:
+		return r.dropRead(readRequest{from: m.From, ctx: m.Context}, fmt.Sprintf("%d is a %s", r.id, r.role))
 	case MsgApp:
 		// A leader of our term exists; it won.
 		r.becomeFollower(m.Term, m.From)

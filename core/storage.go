@@ -263,8 +263,9 @@ func cloneConfState(cs ConfState) ConfState {
 	}
 }
 
+// cloneIDs copies ids; an empty list comes back nil.
 func cloneIDs(ids []NodeID) []NodeID {
-	if ids == nil {
+	if len(ids) == 0 {
 		return nil
 	}
 	return append([]NodeID(nil), ids...)

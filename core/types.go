@@ -126,4 +126,7 @@ func (s Snapshot) IsEmpty() bool { return s.Meta.Index == 0 }
 type ReadState struct {
 	Index      Index
 	RequestCtx []byte
+	// Dropped says the read was not served (leadership changed, or the
+	// leader refused it); the host fails it and may retry. Index is 0.
+	Dropped bool
 }

@@ -29,7 +29,15 @@ type Node struct {
 	// order, across restarts and snapshot installs (a snapshot adds
 	// nothing to it: its entries were applied elsewhere).
 	Applied []core.Entry
-	Config  core.Config
+	// ConfState is the configuration as the application applied it:
+	// from snapshots, and from ApplyConfChange on each committed change.
+	// ConfErrs holds the changes core refused, as "index: error".
+	ConfState core.ConfState
+	ConfErrs  []string
+	// ReadStates and DroppedProposals collect what Readys handed over.
+	ReadStates       []core.ReadState
+	DroppedProposals []core.Entry
+	Config           core.Config
 
 	// pending is a Ready whose requests went out early but whose write
 	// has not happened yet (see StartReady).
@@ -166,7 +174,8 @@ func (c *Cluster) AddNode(id core.NodeID, s *core.MemoryStorage) error {
 	if err != nil {
 		return err
 	}
-	c.nodes[id] = &Node{ID: id, Raft: r, Storage: s, Config: cfg, State: st, syncedHard: hs}
+	c.nodes[id] = &Node{ID: id, Raft: r, Storage: s, Config: cfg, State: st, syncedHard: hs,
+		ConfState: snap.Meta.ConfState}
 	c.ids = append(c.ids, id)
 	slices.Sort(c.ids)
 	return nil
@@ -228,6 +237,7 @@ func (n *Node) FinishReady(c *Cluster) error {
 				core.DescribeSnapshotMeta(rd.Snapshot.Meta), n.State.Index)
 		}
 		n.State = st
+		n.ConfState = rd.Snapshot.Meta.ConfState
 	}
 	if err := n.Storage.Append(rd.Entries); err != nil {
 		return fmt.Errorf("node %d: append: %w", n.ID, err)
@@ -252,8 +262,22 @@ func (n *Node) FinishReady(c *Cluster) error {
 		if err := n.State.apply(e); err != nil {
 			return fmt.Errorf("node %d: %w", n.ID, err)
 		}
+		if e.Type == core.EntryConfChange {
+			var cc core.ConfChange
+			if err := cc.Unmarshal(e.Data); err != nil {
+				return fmt.Errorf("node %d: committed conf change %s: %w", n.ID, core.DescribeEntry(e), err)
+			}
+			cs, err := n.Raft.ApplyConfChange(cc)
+			if err != nil {
+				n.ConfErrs = append(n.ConfErrs, fmt.Sprintf("%d: %v", e.Index, err))
+			} else {
+				n.ConfState = cs
+			}
+		}
 	}
 	n.Applied = append(n.Applied, rd.CommittedEntries...)
+	n.ReadStates = append(n.ReadStates, rd.ReadStates...)
+	n.DroppedProposals = append(n.DroppedProposals, rd.DroppedProposals...)
 	n.Raft.Advance(rd)
 	return nil
 }
@@ -266,7 +290,8 @@ func (n *Node) storageHard() core.HardState {
 // TakeSnapshot snapshots the application's state into the storage, at
 // the index it has applied, keeping the storage's configuration.
 func (n *Node) TakeSnapshot() (core.Snapshot, error) {
-	return n.Storage.CreateSnapshot(n.State.Index, nil, n.State.Encode())
+	cs := n.ConfState
+	return n.Storage.CreateSnapshot(n.State.Index, &cs, n.State.Encode())
 }
 
 // HandleReady runs one whole Ready cycle; it reports whether there was one.
@@ -325,7 +350,7 @@ func (c *Cluster) restart(id core.NodeID, fromSnapshot bool) error {
 	}
 	cfg := n.Config
 	cfg.Applied = n.State.Index
-	st := n.State
+	st, conf := n.State, n.ConfState
 	if fromSnapshot {
 		snap, err := n.Storage.Snapshot()
 		if err != nil {
@@ -335,12 +360,13 @@ func (c *Cluster) restart(id core.NodeID, fromSnapshot bool) error {
 			return fmt.Errorf("node %d: %w", id, err)
 		}
 		cfg.Applied = 0
+		conf = snap.Meta.ConfState
 	}
 	r, err := core.New(cfg)
 	if err != nil {
 		return err
 	}
-	n.Raft, n.Down, n.pending, n.State = r, false, nil, st
+	n.Raft, n.Down, n.pending, n.State, n.ConfState = r, false, nil, st, conf
 	n.syncedHard, n.unsynced = n.storageHard(), false
 	return nil
 }

@@ -783,14 +783,48 @@ func (s *Sim) StartReady(n *Node) (core.Ready, bool, error) {
 			return rd, true, err
 		}
 	}
-	if sn := s.nodes[n.ID]; n.Raft.Status().Role == core.RoleLeader && sn.leadTerm == n.Raft.Term {
-		for _, e := range rd.CommittedEntries {
-			if e.Term == sn.leadTerm {
-				sn.handed += uint64(len(e.Data))
-			}
-		}
+	if err := s.checkUncommitted(n, rd); err != nil {
+		return rd, true, err
 	}
 	return rd, true, s.registerEntries(n, rd)
+}
+
+// checkUncommitted follows a leader's uncommitted tail from outside, Ready
+// by Ready: the payload of the entries of its term it hands out for
+// persisting (its own proposals and those forwarded to it) less those it
+// hands out committed. Core takes a proposal only into an empty tail or
+// one it keeps within MaxUncommittedBytes, so the tail never exceeds the
+// larger of the limit and the largest entry.
+func (s *Sim) checkUncommitted(n *Node, rd core.Ready) error {
+	limit := n.Config.MaxUncommittedBytes
+	if limit == 0 || n.Raft.Status().Role != core.RoleLeader {
+		return nil
+	}
+	sn := s.nodes[n.ID]
+	term := n.Raft.Term
+	if sn.leadTerm != term {
+		sn.leadTerm, sn.proposed, sn.handed = term, 0, 0
+	}
+	bound := limit
+	for _, e := range rd.Entries {
+		if e.Term == term {
+			sn.proposed += uint64(len(e.Data))
+			bound = max(bound, uint64(len(e.Data)))
+		}
+	}
+	for _, e := range rd.CommittedEntries {
+		if e.Term == term {
+			sn.handed += uint64(len(e.Data))
+		}
+	}
+	if tail := sn.proposed - sn.handed; sn.proposed >= sn.handed && tail > bound {
+		return fmt.Errorf("leader %d of term %d holds an uncommitted tail of %d bytes, over MaxUncommittedBytes %d",
+			n.ID, term, tail, limit)
+	} else if sn.proposed < sn.handed {
+		return fmt.Errorf("leader %d of term %d handed out %d bytes of its entries committed but only %d for persisting",
+			n.ID, term, sn.handed, sn.proposed)
+	}
+	return nil
 }
 
 // FinishReady persists n's pending Ready, sends its responses, applies and
@@ -956,9 +990,6 @@ func (s *Sim) actPropose() (string, bool, error) {
 		case err == nil:
 			s.res.Proposals++
 			descs = append(descs, fmt.Sprintf("%q", data))
-			if err := s.trackProposal(n, uint64(len(data))); err != nil {
-				return fmt.Sprintf("%d %s", n.ID, strings.Join(descs, " ")), true, err
-			}
 		case errors.Is(err, core.ErrProposalDropped):
 			descs = append(descs, fmt.Sprintf("%q dropped", data))
 		default:
@@ -978,23 +1009,6 @@ func (s *Sim) actReportUnreachable() (string, bool, error) {
 	peer, _ := pick(s.Rand, s.Cluster.IDs())
 	s.Cluster.Node(id).Raft.ReportUnreachable(peer)
 	return fmt.Sprintf("%d about %d", id, peer), true, nil
-}
-
-// trackProposal counts a proposal the leader n took into its uncommitted
-// tail, and checks the tail against MaxUncommittedBytes: a proposal is
-// taken only into an empty tail or one it keeps within the limit.
-func (s *Sim) trackProposal(n *Node, size uint64) error {
-	sn := s.nodes[n.ID]
-	if term := n.Raft.Term; sn.leadTerm != term {
-		sn.leadTerm, sn.proposed, sn.handed = term, 0, 0
-	}
-	sn.proposed += size
-	tail := sn.proposed - sn.handed
-	if limit := n.Config.MaxUncommittedBytes; limit > 0 && tail > limit && tail != size {
-		return fmt.Errorf("leader %d of term %d took a proposal of %d bytes into an uncommitted tail of %d bytes, over MaxUncommittedBytes %d",
-			n.ID, sn.leadTerm, size, tail-size, limit)
-	}
-	return nil
 }
 
 // actSnapshot has a node snapshot its application state, and mostly
@@ -1422,11 +1436,6 @@ func (s *Sim) converge(tag string) (int, error) {
 				s.record(fmt.Sprintf("%d liveness: propose %q on %d: %v", s.step, data, lead, err))
 				if err != nil && !errors.Is(err, core.ErrProposalDropped) {
 					return tick, fmt.Errorf("propose on %d: %w", lead, err)
-				}
-				if err == nil {
-					if err := s.trackProposal(n, uint64(len(data))); err != nil {
-						return tick, err
-					}
 				}
 				if err := s.settle(); err != nil {
 					return tick, err
