@@ -9,12 +9,20 @@ import (
 type ReadOnlyOption uint8
 
 const (
-	// ReadOnlySafe confirms leadership with a quorum round for every read
-	// batch. It is the default.
+	// ReadOnlySafe confirms leadership with a heartbeat round answered by
+	// a quorum, one round per read. It is the default.
 	ReadOnlySafe ReadOnlyOption = iota + 1
-	// ReadOnlyLeaseBased trusts the leader's lease instead of a quorum
-	// round; it is correct only while clocks drift less than the election
-	// timeout, and needs check-quorum.
+	// ReadOnlyLeaseBased answers a read at once from the leader's commit
+	// index, trusting check-quorum: a leader that has not heard from a
+	// quorum for ElectionTicks steps down, and followers that heard from it
+	// within ElectionTicks ignore vote requests. That is linearizable only
+	// if no member's ticks run so much faster than the leader's that a
+	// follower's lease runs out, and a new leader is elected, before the
+	// leader's own check-quorum period ends: keep tick rates within a few
+	// percent of each other (no long pauses of the leader's process). A
+	// leader does not use the lease after it has started a leadership
+	// transfer in its term, because the transfer's election passes the
+	// followers' leases. It needs check-quorum.
 	ReadOnlyLeaseBased
 )
 
@@ -93,9 +101,12 @@ type Config struct {
 	// forwarding them to the leader.
 	DisableProposalForwarding bool
 	// ReadOnly chooses how reads are confirmed; zero means ReadOnlySafe.
+	// See ReadOnlyLeaseBased for the bound the lease relies on.
 	ReadOnly ReadOnlyOption
-	// StepDownOnRemoval makes a leader removed from the configuration step
-	// down once the change commits.
+	// StepDownOnRemoval has no effect: a leader that is no longer a voter
+	// always steps down once it applies the change that removed it (a
+	// leader outside the configuration can commit nothing of its own). The
+	// field stays for source compatibility.
 	StepDownOnRemoval bool
 	// Seed seeds the generator of randomized election timeouts (mixed with
 	// ID, so members given the same seed still draw different timeouts).

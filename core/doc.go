@@ -4,7 +4,8 @@
 // outputs. A host owns one *Raft per node and calls it from one goroutine.
 //
 // Inputs are Tick (the logical clock), Step (a message from a peer),
-// Campaign, Propose and the Report* calls. Outputs come as a Ready batch.
+// Campaign, Propose, ProposeConfChange, ApplyConfChange, ReadIndex,
+// TransferLeadership and the Report* calls. Outputs come as a Ready batch.
 //
 // # The Ready contract
 //
@@ -16,7 +17,11 @@
 //     Storage it gave core, fsyncing if rd.MustSync.
 //  2. Sends rd.Messages.
 //  3. Applies rd.CommittedEntries to its state machine, in order (after
-//     restoring rd.Snapshot, if any).
+//     restoring rd.Snapshot, if any). For an EntryConfChange it decodes
+//     the ConfChange (ConfChange.Unmarshal) and calls ApplyConfChange,
+//     at that point of the order. It serves the reads of rd.ReadStates
+//     once it has applied up to each one's Index, and fails those marked
+//     Dropped and the proposals in rd.DroppedProposals.
 //  4. Calls r.Advance(rd).
 //
 // A host may go faster where it is safe, as the Raft thesis (§10.2.1)
@@ -53,6 +58,30 @@
 // empty configuration, and takes entries and snapshots from the leader.
 // A restarting member passes the Storage it persisted to and
 // Config.Applied, the last index its state machine applied.
+//
+// # Reads, transfers and membership
+//
+// ReadIndex is linearizable by default (ReadOnlySafe): the leader answers
+// only after it has committed an entry of its own term, and confirms that
+// it still leads with a heartbeat round of its own for each request,
+// answered by a quorum. ReadOnlyLeaseBased answers at once while the
+// leader's check-quorum lease holds; it is linearizable only if no node's
+// ticks run faster than the leader's by enough to let a new election time
+// out before the leader's check-quorum notices (in practice: tick rates
+// within a few percent of each other), and a leader stops using it for the
+// rest of its term once it has started a leadership transfer, whose vote
+// requests pass the leases. Followers forward reads and proposals to the
+// leader (unless DisableProposalForwarding) and hear when the leader
+// drops one.
+//
+// Membership changes take effect when applied, on every member alike; a
+// change that the configuration in force then cannot take is refused by
+// ApplyConfChange with an error, on every member alike. A leader takes one
+// change at a time. A joint configuration entered with an automatic leave
+// is left by the leader as soon as it has applied it. A leader that is no
+// longer a voter steps down once it applies the change. On restart core
+// re-applies the changes between the storage's snapshot and Config.Applied
+// from the log.
 //
 // # Errors and panics
 //

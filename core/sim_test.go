@@ -104,7 +104,9 @@ func TestSimulator(t *testing.T) {
 		// The default set must reach every path it is there to test.
 		for what, n := range map[string]int{"snapshots taken": sum.snapshots, "snapshots installed": sum.installs,
 			"Readys lost in crashes": sum.lostReadys, "unsynced writes lost": sum.lostWrites,
-			"entries committed": sum.committed, "duplicated messages": sum.dupes} {
+			"entries committed": sum.committed, "duplicated messages": sum.dupes,
+			"reads answered": sum.readsDone, "reads dropped": sum.readsLost, "transfers": sum.transfers,
+			"configuration changes": sum.changes} {
 			if n < 100 {
 				t.Errorf("the default seeds produced only %d %s", n, what)
 			}
@@ -133,6 +135,8 @@ type simTotals struct {
 	steps, delivered, dropped, dupes           int
 	crashes, lostReadys, restarts, leaders     int
 	lostWrites, snapshots, installs            int
+	reads, readsDone, readsLost, transfers     int
+	changes, maxVoters                         int
 	committed, readys                          int
 	proposals, livenessTicks, maxLivenessTicks int
 }
@@ -155,6 +159,12 @@ func (s *simTotals) add(r *coretest.SimResult, err error) {
 	s.lostWrites += r.LostWrites
 	s.snapshots += r.Snapshots
 	s.installs += r.Installs
+	s.reads += r.Reads
+	s.readsDone += r.ReadsDone
+	s.readsLost += r.ReadsLost
+	s.transfers += r.Transfers
+	s.changes += r.Changes
+	s.maxVoters = max(s.maxVoters, r.MaxVoters)
 	s.leaders += r.Leaders
 	s.committed += r.Committed
 	s.readys += r.Readys
@@ -165,9 +175,11 @@ func (s *simTotals) add(r *coretest.SimResult, err error) {
 
 func (s simTotals) String() string {
 	return fmt.Sprintf("runs=%d violations=%d steps=%d delivered=%d dropped=%d duplicated=%d crashes=%d (losing an early Ready: %d, losing unsynced writes: %d) restarts=%d "+
-		"readys=%d leaders=%d proposals=%d committed=%d snapshots=%d installed=%d liveness-ticks(mean/max)=%d/%d",
+		"readys=%d leaders=%d proposals=%d committed=%d snapshots=%d installed=%d "+
+		"reads=%d (answered %d, dropped %d) transfers=%d conf-changes=%d max-voters=%d liveness-ticks(mean/max)=%d/%d",
 		s.runs, s.violations, s.steps, s.delivered, s.dropped, s.dupes, s.crashes, s.lostReadys, s.lostWrites, s.restarts,
-		s.readys, s.leaders, s.proposals, s.committed, s.snapshots, s.installs, s.livenessTicks/max(s.runs, 1), s.maxLivenessTicks)
+		s.readys, s.leaders, s.proposals, s.committed, s.snapshots, s.installs,
+		s.reads, s.readsDone, s.readsLost, s.transfers, s.changes, s.maxVoters, s.livenessTicks/max(s.runs, 1), s.maxLivenessTicks)
 }
 
 func describeSimResult(r *coretest.SimResult) string {

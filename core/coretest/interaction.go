@@ -12,18 +12,45 @@ package coretest
 //	          [election=10] [heartbeat=1] [max-inflight=256]
 //	          [max-inflight-bytes=0] [max-msg-bytes=...] [max-entry-bytes=...]
 //	          [max-uncommitted-bytes=0] [max-apply-bytes=...] [voters=(1,2,3,4)]
+//	          [learners=(5,6)] [read-only=safe|lease] [no-forwarding]
 //	    founding members sharing a snapshot at 1 (term 1) that names them,
-//	    with hard state {1,0,1}; the options fill core.Config (seed 1 unless set).
-//	    voters= names the initial voters instead (it must include every node
-//	    bootstrapped): a voter left out of the nodes joins later with add-node,
-//	    as if a configuration change had added it.
+//	    with hard state {1,0,1}; the options fill core.Config (seed 1 unless set;
+//	    read-only= sets ReadOnly, no-forwarding DisableProposalForwarding).
+//	    voters= names the initial voters instead, learners= the initial
+//	    learners (without voters=, the nodes not among the learners vote);
+//	    every node bootstrapped must be one or the other. A member of the
+//	    configuration left out of the nodes joins later with add-node, as if
+//	    a configuration change had added it; so does a node outside it, to be
+//	    added with conf-change.
 //	add-node N                  start node N on an empty MemoryStorage: a member
 //	                            joining with an empty configuration.
 //	campaign N                  N starts an election (Campaign).
 //	propose N data...           one proposal per word; prints each refusal.
+//	conf-change N [transition=auto|implicit|explicit] [ctx=STRING]
+//	            [add=ID,...] [learner=ID,...] [remove=ID,...]
+//	conf-change N leave [ctx=STRING]
+//	                            ProposeConfChange on N: the changes in the
+//	                            order of the arguments (add: AddNode, learner:
+//	                            AddLearner, remove: RemoveNode; a list is
+//	                            ID,ID or (ID, ID)); leave is the empty change
+//	                            that leaves a joint configuration. Prints the
+//	                            refusal, if any.
+//	read-index N ctx=STRING     ReadIndex on N; prints the refusal, if any. The
+//	                            answer shows as a ReadState in a later Ready.
+//	transfer-leadership N TO    TransferLeadership(TO) on N (TO need not be a
+//	                            node of the cluster).
 //	process-ready [N...]        one full Ready cycle per node (persist, send,
 //	                            apply, Advance); a node with a write pending
-//	                            (see below) finishes that one first.
+//	                            (see below) finishes that one first. The
+//	                            Ready shows ReadStates and DroppedProposals;
+//	                            after it, each committed conf change it
+//	                            carried is shown as the host applied it:
+//	                            "conf change I applied: CHANGE -> CONFIG" (the
+//	                            ConfState ApplyConfChange returned; left out
+//	                            for all but the last one applied in the Ready)
+//	                            or "conf change I refused: CHANGE: ERROR"
+//	                            (Node.ConfErrs). stabilize and finish-ready
+//	                            show the same.
 //	process-ready N... early    take the Ready and send its requests at once,
 //	                            but stop before the write: responses, our own
 //	                            vote and our own append acknowledgement wait.
@@ -70,8 +97,11 @@ package coretest
 //	                            tell the leader whether the snapshot sent to PEER
 //	                            arrived (ReportSnapshot).
 //	report-unreachable LEADER PEER
-//	status [N...]               role, term, vote, lead, commit, applied, and on
-//	                            a leader each member's progress.
+//	status [N...]               role, term, vote, lead, commit, applied, a
+//	                            leader's transfer target (transferee=) if one is
+//	                            under way, the configuration in force
+//	                            (Status.Config), and on a leader each member's
+//	                            progress.
 //	log [N...]                  the stored snapshot, hard state and entries,
 //	                            the commit and applied indexes, the
 //	                            application's state (index/digest), and the
@@ -82,7 +112,11 @@ package coretest
 //	                            hand a crafted message to N's Step and print
 //	                            the error it returns. A snapshot made this way
 //	                            carries no data: it holds the state at its
-//	                            index with a zero digest.
+//	                            index with a zero digest. An entry written
+//	                            term/index:conf(ARGS) is an EntryConfChange
+//	                            carrying the change conf-change would propose
+//	                            with ARGS, e.g. 2/3:conf(add=4,5 transition=explicit)
+//	                            or 2/4:conf(leave).
 //	log-level debug|info|warn|none
 //	                            which of core's log records appear in the trace
 //	                            (default info).
@@ -138,33 +172,36 @@ func NewInteraction() *Interaction {
 		leaders: map[core.Term]core.NodeID{},
 	}
 	for name, cmd := range map[string]Command{
-		"bootstrap":          (*Interaction).cmdBootstrap,
-		"campaign":           (*Interaction).cmdCampaign,
-		"propose":            (*Interaction).cmdPropose,
-		"process-ready":      (*Interaction).cmdProcessReady,
-		"finish-ready":       (*Interaction).cmdFinishReady,
-		"deliver-msgs":       (*Interaction).cmdDeliver,
-		"drop":               (*Interaction).cmdDrop,
-		"net":                (*Interaction).cmdNet,
-		"partition":          (*Interaction).cmdPartition,
-		"isolate":            (*Interaction).cmdIsolate,
-		"cut":                (*Interaction).cmdCut,
-		"heal":               (*Interaction).cmdHeal,
-		"tick":               (*Interaction).cmdTick,
-		"tick-heartbeat":     (*Interaction).cmdTickHeartbeat,
-		"tick-election":      (*Interaction).cmdTickElection,
-		"stabilize":          (*Interaction).cmdStabilize,
-		"crash":              (*Interaction).cmdCrash,
-		"restart":            (*Interaction).cmdRestart,
-		"report-unreachable": (*Interaction).cmdReportUnreachable,
-		"report-snapshot":    (*Interaction).cmdReportSnapshot,
-		"snapshot":           (*Interaction).cmdSnapshot,
-		"compact":            (*Interaction).cmdCompact,
-		"add-node":           (*Interaction).cmdAddNode,
-		"status":             (*Interaction).cmdStatus,
-		"log":                (*Interaction).cmdLog,
-		"raw-step":           (*Interaction).cmdRawStep,
-		"log-level":          (*Interaction).cmdLogLevel,
+		"bootstrap":           (*Interaction).cmdBootstrap,
+		"campaign":            (*Interaction).cmdCampaign,
+		"propose":             (*Interaction).cmdPropose,
+		"conf-change":         (*Interaction).cmdConfChange,
+		"read-index":          (*Interaction).cmdReadIndex,
+		"transfer-leadership": (*Interaction).cmdTransferLeadership,
+		"process-ready":       (*Interaction).cmdProcessReady,
+		"finish-ready":        (*Interaction).cmdFinishReady,
+		"deliver-msgs":        (*Interaction).cmdDeliver,
+		"drop":                (*Interaction).cmdDrop,
+		"net":                 (*Interaction).cmdNet,
+		"partition":           (*Interaction).cmdPartition,
+		"isolate":             (*Interaction).cmdIsolate,
+		"cut":                 (*Interaction).cmdCut,
+		"heal":                (*Interaction).cmdHeal,
+		"tick":                (*Interaction).cmdTick,
+		"tick-heartbeat":      (*Interaction).cmdTickHeartbeat,
+		"tick-election":       (*Interaction).cmdTickElection,
+		"stabilize":           (*Interaction).cmdStabilize,
+		"crash":               (*Interaction).cmdCrash,
+		"restart":             (*Interaction).cmdRestart,
+		"report-unreachable":  (*Interaction).cmdReportUnreachable,
+		"report-snapshot":     (*Interaction).cmdReportSnapshot,
+		"snapshot":            (*Interaction).cmdSnapshot,
+		"compact":             (*Interaction).cmdCompact,
+		"add-node":            (*Interaction).cmdAddNode,
+		"status":              (*Interaction).cmdStatus,
+		"log":                 (*Interaction).cmdLog,
+		"raw-step":            (*Interaction).cmdRawStep,
+		"log-level":           (*Interaction).cmdLogLevel,
 	} {
 		in.Register(name, cmd)
 	}
@@ -260,8 +297,12 @@ func (in *Interaction) cmdBootstrap(t *testing.T, d *datadriven.TestData) error 
 		d.Fatalf(t, "bootstrap twice")
 	}
 	cfg := core.Config{Seed: 1, Logger: slog.New(&traceHandler{in: in})}
-	var ids, voters []core.NodeID
+	var ids, voters, learners []core.NodeID
 	for _, a := range d.CmdArgs {
+		if a.Key == "no-forwarding" && len(a.Vals) == 0 {
+			cfg.DisableProposalForwarding = true
+			continue
+		}
 		if len(a.Vals) == 0 {
 			id, err := strconv.ParseUint(a.Key, 10, 64)
 			if err != nil {
@@ -299,6 +340,17 @@ func (in *Interaction) cmdBootstrap(t *testing.T, d *datadriven.TestData) error 
 			a.Scan(t, 0, &cfg.MaxApplyBytes)
 		case "voters":
 			voters = scanIDs(t, d, a)
+		case "learners":
+			learners = scanIDs(t, d, a)
+		case "read-only":
+			switch a.Vals[0] {
+			case "safe":
+				cfg.ReadOnly = core.ReadOnlySafe
+			case "lease":
+				cfg.ReadOnly = core.ReadOnlyLeaseBased
+			default:
+				d.Fatalf(t, "bootstrap: read-only=safe|lease, not %q", a.Vals[0])
+			}
 		default:
 			d.Fatalf(t, "unknown bootstrap option %q", a.Key)
 		}
@@ -307,14 +359,27 @@ func (in *Interaction) cmdBootstrap(t *testing.T, d *datadriven.TestData) error 
 		d.Fatalf(t, "bootstrap needs node IDs")
 	}
 	in.C = NewCluster(cfg)
-	if voters == nil {
+	if voters == nil && learners == nil {
 		return in.C.Bootstrap(ids...)
 	}
-	for _, id := range ids {
-		if !slices.Contains(voters, id) {
-			d.Fatalf(t, "bootstrap: node %d is not among voters %v", id, voters)
+	if voters == nil {
+		for _, id := range ids {
+			if !slices.Contains(learners, id) {
+				voters = append(voters, id)
+			}
 		}
-		s, err := BootstrapStorage(voters...)
+	}
+	for _, id := range learners {
+		if slices.Contains(voters, id) {
+			d.Fatalf(t, "bootstrap: node %d is both voter and learner", id)
+		}
+	}
+	cs := core.ConfState{Voters: voters, Learners: learners}
+	for _, id := range ids {
+		if !slices.Contains(voters, id) && !slices.Contains(learners, id) {
+			d.Fatalf(t, "bootstrap: node %d is neither among voters %v nor learners %v", id, voters, learners)
+		}
+		s, err := bootstrapStorageWith(cs)
 		if err != nil {
 			return err
 		}
@@ -323,6 +388,21 @@ func (in *Interaction) cmdBootstrap(t *testing.T, d *datadriven.TestData) error 
 		}
 	}
 	return nil
+}
+
+// bootstrapStorageWith is BootstrapStorage for any initial configuration: a
+// snapshot at index 1, term 1 carrying cs, and hard state {1,0,1}.
+func bootstrapStorageWith(cs core.ConfState) (*core.MemoryStorage, error) {
+	s := core.NewMemoryStorage()
+	cs.Voters, cs.Learners = slices.Clone(cs.Voters), slices.Clone(cs.Learners)
+	snap := core.Snapshot{Meta: core.SnapshotMeta{Index: 1, Term: 1, ConfState: cs}}
+	if err := s.ApplySnapshot(snap); err != nil {
+		return nil, err
+	}
+	if err := s.SetHardState(core.HardState{Term: 1, Commit: 1}); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // scanIDs reads the values of a key=(1,2,3) argument as node IDs.
@@ -375,6 +455,182 @@ func (in *Interaction) cmdPropose(t *testing.T, d *datadriven.TestData) error {
 		}
 	}
 	return nil
+}
+
+func (in *Interaction) cmdConfChange(t *testing.T, d *datadriven.TestData) error {
+	n := in.oneNode(t, d)
+	var words []string
+	for _, a := range d.CmdArgs[1:] {
+		if len(a.Vals) == 0 {
+			words = append(words, a.Key)
+			continue
+		}
+		words = append(words, a.Key+"="+strings.Join(a.Vals, ","))
+	}
+	cc, err := parseConfChangeArgs(words)
+	if err != nil {
+		d.Fatalf(t, "conf-change: %v", err)
+	}
+	r, err := live(n)
+	if err != nil {
+		return err
+	}
+	if err := r.ProposeConfChange(cc); err != nil {
+		in.Printf("conf-change %s: %v\n", confChangeText(cc), err)
+	}
+	return nil
+}
+
+// parseConfChangeArgs reads a conf change from words of the form add=ID,...,
+// learner=ID,..., remove=ID,..., transition=auto|implicit|explicit,
+// ctx=STRING, or leave. The changes keep the order of the words.
+func parseConfChangeArgs(words []string) (core.ConfChange, error) {
+	var cc core.ConfChange
+	leave := false
+	for _, w := range words {
+		key, val, hasVal := strings.Cut(w, "=")
+		if !hasVal {
+			if w != "leave" {
+				return cc, fmt.Errorf("unknown argument %q", w)
+			}
+			leave = true
+			continue
+		}
+		var typ core.ConfChangeType
+		switch key {
+		case "transition":
+			switch val {
+			case "auto":
+				cc.Transition = core.ConfChangeTransitionAuto
+			case "implicit":
+				cc.Transition = core.ConfChangeTransitionJointImplicit
+			case "explicit":
+				cc.Transition = core.ConfChangeTransitionJointExplicit
+			default:
+				return cc, fmt.Errorf("transition=auto|implicit|explicit, not %q", val)
+			}
+			continue
+		case "ctx":
+			cc.Context = []byte(val)
+			continue
+		case "add":
+			typ = core.ConfChangeAddNode
+		case "learner":
+			typ = core.ConfChangeAddLearner
+		case "remove":
+			typ = core.ConfChangeRemoveNode
+		default:
+			return cc, fmt.Errorf("unknown argument %q", key)
+		}
+		for f := range strings.SplitSeq(val, ",") {
+			id, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+			if err != nil {
+				return cc, fmt.Errorf("%s=: bad node ID %q", key, f)
+			}
+			cc.Changes = append(cc.Changes, core.ConfChangeSingle{Type: typ, NodeID: core.NodeID(id)})
+		}
+	}
+	switch {
+	case leave && len(cc.Changes) > 0:
+		return cc, fmt.Errorf("leave takes no changes")
+	case !leave && len(cc.Changes) == 0:
+		return cc, fmt.Errorf("no changes (say leave to leave a joint configuration)")
+	}
+	return cc, nil
+}
+
+// confChangeText renders a conf change on one line for the trace:
+// "AddNode(4) RemoveNode(1) transition=explicit ctx=\"...\"" or "leave".
+func confChangeText(cc core.ConfChange) string {
+	var parts []string
+	if cc.LeavesJoint() {
+		parts = append(parts, "leave")
+	}
+	for _, c := range cc.Changes {
+		parts = append(parts, fmt.Sprintf("%s(%d)", c.Type, c.NodeID))
+	}
+	switch cc.Transition {
+	case core.ConfChangeTransitionJointImplicit:
+		parts = append(parts, "transition=implicit")
+	case core.ConfChangeTransitionJointExplicit:
+		parts = append(parts, "transition=explicit")
+	}
+	if len(cc.Context) > 0 {
+		parts = append(parts, fmt.Sprintf("ctx=%q", cc.Context))
+	}
+	return strings.Join(parts, " ")
+}
+
+func (in *Interaction) cmdReadIndex(t *testing.T, d *datadriven.TestData) error {
+	n := in.oneNode(t, d)
+	if len(d.CmdArgs) != 2 || d.CmdArgs[1].Key != "ctx" || len(d.CmdArgs[1].Vals) != 1 {
+		d.Fatalf(t, "read-index N ctx=STRING")
+	}
+	ctx := d.CmdArgs[1].Vals[0]
+	r, err := live(n)
+	if err != nil {
+		return err
+	}
+	if err := r.ReadIndex([]byte(ctx)); err != nil {
+		in.Printf("read-index %q: %v\n", ctx, err)
+	}
+	return nil
+}
+
+func (in *Interaction) cmdTransferLeadership(t *testing.T, d *datadriven.TestData) error {
+	n := in.oneNode(t, d)
+	if len(d.CmdArgs) != 2 || len(d.CmdArgs[1].Vals) > 0 {
+		d.Fatalf(t, "transfer-leadership N TO")
+	}
+	to, err := strconv.ParseUint(d.CmdArgs[1].Key, 10, 64)
+	if err != nil {
+		d.Fatalf(t, "transfer-leadership: bad target %q", d.CmdArgs[1].Key)
+	}
+	r, err := live(n)
+	if err != nil {
+		return err
+	}
+	r.TransferLeadership(core.NodeID(to))
+	return nil
+}
+
+// printConfChanges shows how the host applied the conf changes among the
+// committed entries of the Ready just handled: the configuration
+// ApplyConfChange returned, or its refusal (the ConfErrs past errsBefore).
+func (in *Interaction) printConfChanges(n *Node, ents []core.Entry, errsBefore int) {
+	refused := map[core.Index]string{}
+	for _, e := range n.ConfErrs[errsBefore:] {
+		idx, msg, _ := strings.Cut(e, ": ")
+		i, err := strconv.ParseUint(idx, 10, 64)
+		if err != nil {
+			panic(fmt.Sprintf("node %d: ConfErrs entry %q", n.ID, e))
+		}
+		refused[core.Index(i)] = msg
+	}
+	last := core.Index(0)
+	for _, e := range ents {
+		if _, bad := refused[e.Index]; e.Type == core.EntryConfChange && !bad {
+			last = e.Index
+		}
+	}
+	for _, e := range ents {
+		if e.Type != core.EntryConfChange {
+			continue
+		}
+		var cc core.ConfChange
+		if err := cc.Unmarshal(e.Data); err != nil {
+			// FinishReady has already refused to go on.
+			panic(fmt.Sprintf("node %d: conf change %s: %v", n.ID, core.DescribeEntry(e), err))
+		}
+		switch msg, bad := refused[e.Index]; {
+		case bad:
+			in.Printf("conf change %d refused: %s: %s\n", e.Index, confChangeText(cc), msg)
+		case e.Index == last:
+			in.Printf("conf change %d applied: %s -> %s\n", e.Index, confChangeText(cc), core.DescribeConfState(n.ConfState))
+		default:
+			in.Printf("conf change %d applied: %s\n", e.Index, confChangeText(cc))
+		}
+	}
 }
 
 func (in *Interaction) cmdProcessReady(t *testing.T, d *datadriven.TestData) error {
@@ -438,11 +694,13 @@ func (in *Interaction) finishReady(n *Node) error {
 	in.Printf("> %d finishing Ready (persisted; responses sent; applied; advanced)\n", n.ID)
 	in.indent = "  "
 	defer func() { in.indent = "" }()
-	snap := !n.pending.Snapshot.IsEmpty()
+	rd := *n.pending
+	errsBefore := len(n.ConfErrs)
 	if err := n.FinishReady(in.C); err != nil {
 		return err
 	}
-	in.printRestored(n, snap)
+	in.printRestored(n, !rd.Snapshot.IsEmpty())
+	in.printConfChanges(n, rd.CommittedEntries, errsBefore)
 	return nil
 }
 
@@ -465,11 +723,13 @@ func (in *Interaction) handleReady(n *Node) bool {
 	defer func() { in.indent = "" }()
 	rd, _ := n.StartReady(in.C)
 	in.Printf("%s", core.DescribeReady(rd))
+	errsBefore := len(n.ConfErrs)
 	if err := n.FinishReady(in.C); err != nil {
 		// MemoryStorage refusing a Ready is a bug of core or of the harness.
 		panic(fmt.Sprintf("node %d: %v", n.ID, err))
 	}
 	in.printRestored(n, !rd.Snapshot.IsEmpty())
+	in.printConfChanges(n, rd.CommittedEntries, errsBefore)
 	return true
 }
 
@@ -885,8 +1145,13 @@ func (in *Interaction) cmdStatus(t *testing.T, d *datadriven.TestData) error {
 			continue
 		}
 		st := r.Status()
-		in.Printf("%d: %s term=%d vote=%d lead=%d commit=%d applied=%d\n",
-			id, st.Role, st.Term, st.Vote, st.Lead, st.Commit, st.Applied)
+		transferee := ""
+		if st.LeadTransferee != core.None {
+			transferee = fmt.Sprintf(" transferee=%d", st.LeadTransferee)
+		}
+		in.Printf("%d: %s term=%d vote=%d lead=%d commit=%d applied=%d%s conf=(%s)\n",
+			id, st.Role, st.Term, st.Vote, st.Lead, st.Commit, st.Applied, transferee,
+			core.DescribeConfState(st.Config))
 		ids := make([]core.NodeID, 0, len(st.Progress))
 		for pid := range st.Progress {
 			ids = append(ids, pid)
@@ -1027,7 +1292,8 @@ func (in *Interaction) cmdRawStep(t *testing.T, d *datadriven.TestData) error {
 	return nil
 }
 
-// parseEntry reads "term/index" or "term/index:data".
+// parseEntry reads "term/index", "term/index:data" or
+// "term/index:conf(ARGS)" (a conf change, ARGS as conf-change takes them).
 func parseEntry(t *testing.T, d *datadriven.TestData, s string) core.Entry {
 	spec, data, hasData := strings.Cut(s, ":")
 	ts, is, ok := strings.Cut(spec, "/")
@@ -1037,6 +1303,14 @@ func parseEntry(t *testing.T, d *datadriven.TestData, s string) core.Entry {
 		d.Fatalf(t, "bad entry %q (want term/index[:data])", s)
 	}
 	e := core.Entry{Term: core.Term(term), Index: core.Index(index), Type: core.EntryNormal}
+	if args, isConf := strings.CutPrefix(data, "conf("); isConf && strings.HasSuffix(args, ")") {
+		cc, err := parseConfChangeArgs(strings.Fields(strings.TrimSuffix(args, ")")))
+		if err != nil {
+			d.Fatalf(t, "bad entry %q: %v", s, err)
+		}
+		e.Type, e.Data = core.EntryConfChange, cc.Marshal()
+		return e
+	}
 	if hasData {
 		e.Data = []byte(data)
 	}

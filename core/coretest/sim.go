@@ -120,6 +120,12 @@ type SimResult struct {
 	Restarts   int
 	Snapshots  int // snapshots taken
 	Installs   int // snapshots installed from a leader
+	Reads      int // reads asked
+	ReadsDone  int // reads answered with an index
+	ReadsLost  int // reads answered as dropped
+	Transfers  int // transfers asked of a leader
+	Changes    int // configuration changes applied (on the node that applied one first)
+	MaxVoters  int // the most voters a configuration had
 	Readys     int
 	Proposals  int // proposals a leader took
 	Leaders    int // distinct (term, leader) pairs seen
@@ -179,6 +185,9 @@ func DefaultSimActions() []SimAction {
 		{Name: "report-unreachable", Weight: 5, Do: (*Sim).actReportUnreachable},
 		{Name: "campaign", Weight: 5, Do: (*Sim).actCampaign},
 		{Name: "snapshot", Weight: 10, Do: (*Sim).actSnapshot},
+		{Name: "read", Weight: 20, Do: (*Sim).actRead},
+		{Name: "transfer", Weight: 3, Do: (*Sim).actTransfer},
+		{Name: "conf-change", Weight: 15, Do: (*Sim).actConfChange},
 	}
 }
 
@@ -223,6 +232,20 @@ type Sim struct {
 	durableChecked core.Index
 	// liveTag names the round of the liveness phase running.
 	liveTag string
+	// maxCommit is the highest commit index any node has had: every write
+	// acknowledged so far is at or below it.
+	maxCommit core.Index
+	// reads waiting for an answer, by context.
+	reads map[string]simRead
+}
+
+// simRead is a read in flight: the node that asked, and the highest
+// commit index anywhere when it was asked. A read index below that could
+// miss a write acknowledged before the read began.
+type simRead struct {
+	node  core.NodeID
+	floor core.Index
+	step  int
 }
 
 type stateRec struct {
@@ -358,6 +381,7 @@ func newSim(cfg SimConfig) (*Sim, error) {
 		ents:        map[entryKey]entryRec{},
 		leadChecked: map[leaderKey]core.Index{},
 		states:      map[core.Index]stateRec{},
+		reads:       map[string]simRead{},
 		// Index 1 is the bootstrap snapshot.
 		durableChecked: 1,
 		res:            SimResult{Seed: cfg.Seed, Nodes: cfg.Nodes, Actions: map[string]int{}},
@@ -849,8 +873,14 @@ func (s *Sim) FinishReady(n *Node) error {
 	if !n.pending.Snapshot.IsEmpty() {
 		s.res.Installs++
 	}
+	reads := len(n.ReadStates)
 	if err := n.FinishReady(s.Cluster); err != nil {
 		return err
+	}
+	for _, rs := range n.ReadStates[reads:] {
+		if err := s.checkRead(n, rs); err != nil {
+			return err
+		}
 	}
 	return s.checkApplied(n)
 }
@@ -1137,6 +1167,10 @@ func (s *Sim) checkApplied(n *Node) error {
 		c := &s.committed[e.Index]
 		if !c.set {
 			*c = committedRec{set: true, e: e, bound: s.maxLead, by: n.ID}
+			if e.Type == core.EntryConfChange {
+				s.res.Changes++
+				s.res.MaxVoters = max(s.res.MaxVoters, len(n.ConfState.Voters))
+			}
 		} else if c.e.Term != e.Term || c.e.Type != e.Type || string(c.e.Data) != string(e.Data) {
 			return fmt.Errorf("state machine safety: node %d applied %s at %d, node %d applied %s",
 				n.ID, core.DescribeEntry(e), e.Index, c.by, core.DescribeEntry(c.e))
@@ -1184,7 +1218,15 @@ func (s *Sim) check() error {
 		if st.Applied != n.State.Index {
 			return fmt.Errorf("node %d: core says applied %d, the application is at %d", n.ID, st.Applied, n.State.Index)
 		}
+		// Core takes a snapshot's configuration when the snapshot arrives,
+		// before the host persists it; once no Ready is waiting, the two
+		// agree.
+		if !sameConf(st.Config, n.ConfState) && n.pending == nil && !n.Raft.HasReady() {
+			return fmt.Errorf("node %d: core's configuration is %s, but its applied log and snapshots say %s",
+				n.ID, core.DescribeConfState(st.Config), core.DescribeConfState(n.ConfState))
+		}
 		sn.commit, sn.applied = st.Commit, st.Applied
+		s.maxCommit = max(s.maxCommit, st.Commit)
 		s.res.MaxTerm = max(s.res.MaxTerm, st.Term)
 		if st.Role == core.RoleLeader {
 			if err := s.sawLeader(n.ID, st.Term); err != nil {
@@ -1214,12 +1256,13 @@ func (s *Sim) checkCommitDurable() error {
 	var top core.Index
 	var who *Node
 	for _, n := range s.Live() {
-		if c := s.nodes[n.ID].commit; c > top {
+		if c := s.nodes[n.ID].commit; c > top && n.Raft.Status().Role == core.RoleLeader {
 			top, who = c, n
 		}
 	}
-	ids := s.Cluster.IDs()
-	quorum := len(ids)/2 + 1
+	// Followers learn commit indexes from leaders, and a restarted node
+	// resumes at what it applied: only a leader moves the commit index
+	// first, under its configuration.
 	for i := s.durableChecked + 1; i <= top; i++ {
 		var term core.Term
 		if core.Index(len(s.committed)) > i && s.committed[i].set {
@@ -1231,19 +1274,24 @@ func (s *Sim) checkCommitDurable() error {
 			}
 			term = e.Term
 		}
+		holds := map[core.NodeID]bool{}
 		var holders []core.NodeID
-		for _, id := range ids {
+		for _, id := range s.Cluster.IDs() {
 			st := s.Cluster.Node(id).Storage
 			first, _ := st.FirstIndex()
 			if i < first-1 {
-				holders = append(holders, id) // compacted into its snapshot
+				holds[id] = true // compacted into its snapshot
 			} else if t, err := st.Term(i); err == nil && t == term {
+				holds[id] = true
+			}
+			if holds[id] {
 				holders = append(holders, id)
 			}
 		}
-		if len(holders) < quorum {
-			return fmt.Errorf("durability: node %d counts %d as committed, but only nodes %v of %d durably hold entry %d/%d",
-				who.ID, top, holders, len(ids), term, i)
+		cs := who.ConfState
+		if !majority(cs.Voters, holds) || (len(cs.VotersOutgoing) > 0 && !majority(cs.VotersOutgoing, holds)) {
+			return fmt.Errorf("durability: leader %d counts %d as committed, but only nodes %v durably hold entry %d/%d (configuration %s)",
+				who.ID, top, holders, term, i, core.DescribeConfState(cs))
 		}
 		s.durableChecked = i
 	}
@@ -1373,6 +1421,22 @@ func compareLogs(a, b *Node) error {
 	return nil
 }
 
+func sameConf(a, b core.ConfState) bool {
+	return slices.Equal(a.Voters, b.Voters) && slices.Equal(a.VotersOutgoing, b.VotersOutgoing) &&
+		slices.Equal(a.Learners, b.Learners) && slices.Equal(a.LearnersNext, b.LearnersNext) && a.AutoLeave == b.AutoLeave
+}
+
+// majority reports whether more than half of voters are in set.
+func majority(voters []core.NodeID, set map[core.NodeID]bool) bool {
+	n := 0
+	for _, id := range voters {
+		if set[id] {
+			n++
+		}
+	}
+	return n > len(voters)/2
+}
+
 // --- liveness --------------------------------------------------------------
 
 // liveness heals everything, restarts every node, and then runs the
@@ -1417,9 +1481,13 @@ func (s *Sim) converge(tag string) (int, error) {
 		if err := s.settle(); err != nil {
 			return tick, err
 		}
-		done := true
-		for _, id := range s.Cluster.IDs() {
-			done = done && s.nodes[id].liveDone
+		done := false
+		if lead := s.Cluster.Leader(); lead != core.None {
+			s.stopRemoved(s.Cluster.Node(lead).ConfState)
+			done = true
+			for _, id := range members(s.Cluster.Node(lead).ConfState) {
+				done = done && s.nodes[id].liveDone
+			}
 		}
 		if done {
 			return tick, nil
@@ -1457,6 +1525,20 @@ func (s *Sim) converge(tag string) (int, error) {
 		s.cfg.LivenessTicks, b.String())
 }
 
+// stopRemoved shuts down the nodes that are not members of cs (removed, or
+// never added), as an operator does once a removal is through: a removed
+// node that never heard of its removal would otherwise keep campaigning,
+// and without pre-vote and check-quorum nothing stops it from disrupting.
+func (s *Sim) stopRemoved(cs core.ConfState) {
+	in := members(cs)
+	for _, n := range s.Live() {
+		if !slices.Contains(in, n.ID) {
+			n.Crash()
+			s.record(fmt.Sprintf("%d liveness: node %d is not a member of %s; stopped", s.step, n.ID, core.DescribeConfState(cs)))
+		}
+	}
+}
+
 // tickAll ticks every live node once and checks.
 func (s *Sim) tickAll() error {
 	for _, n := range s.Live() {
@@ -1483,20 +1565,29 @@ func (s *Sim) stability() error {
 	}
 	ln := s.Cluster.Node(lead)
 	term := ln.Raft.Term
-	var others []core.NodeID
+	var others, voters []core.NodeID
 	for _, id := range s.Cluster.IDs() {
 		if id != lead {
 			others = append(others, id)
 		}
 	}
-	if len(others) == 0 {
-		return nil
+	// Followers whose silence leaves the leader a quorum in every half of
+	// its configuration: cutting one of them must not unseat it.
+	cs := ln.ConfState
+	for _, id := range cs.Voters {
+		rest := map[core.NodeID]bool{}
+		for _, v := range members(cs) {
+			rest[v] = v != id
+		}
+		if id != lead && majority(cs.Voters, rest) && (len(cs.VotersOutgoing) == 0 || majority(cs.VotersOutgoing, rest)) {
+			voters = append(voters, id)
+		}
 	}
 	election := base.ElectionTicks
-	if !base.DisablePreVote {
+	if !base.DisablePreVote && len(voters) > 0 {
 		// The follower stops hearing the leader, but the others still
 		// hear the follower's pre-votes; they must ignore them.
-		f, _ := pick(s.Rand, others)
+		f, _ := pick(s.Rand, voters)
 		s.Cluster.Cut(lead, f)
 		s.record(fmt.Sprintf("%d stability: link %d->%d cut", s.step, lead, f))
 		for i := range 6 * election {
@@ -1589,4 +1680,226 @@ func (s *Sim) settle() error {
 		}
 	}
 	return fmt.Errorf("liveness: the cluster did not settle in %d rounds", maxRounds)
+}
+
+// --- reads, transfers, membership --------------------------------------------
+
+// actRead asks a node for a linearizable read. Whatever index answers it
+// must be at least the highest commit index any node had when it was
+// asked: a write acknowledged before the read began is at or below that.
+func (s *Sim) actRead() (string, bool, error) {
+	n, ok := pick(s.Rand, s.Live())
+	if !ok {
+		return "", false, nil
+	}
+	if id := s.Cluster.Leader(); id != core.None && s.Rand.IntN(2) == 0 {
+		n = s.Cluster.Node(id)
+	}
+	ctx := fmt.Sprintf("read-%d", s.step)
+	s.res.Reads++
+	err := n.Raft.ReadIndex([]byte(ctx))
+	desc := fmt.Sprintf("%d %s (floor %d)", n.ID, ctx, s.maxCommit)
+	switch {
+	case err == nil:
+		s.reads[ctx] = simRead{node: n.ID, floor: s.maxCommit, step: s.step}
+	case errors.Is(err, core.ErrProposalDropped):
+		desc += ": " + err.Error()
+	default:
+		return desc, true, fmt.Errorf("read on %d: %w", n.ID, err)
+	}
+	return desc, true, nil
+}
+
+// checkRead checks an answer to a read.
+func (s *Sim) checkRead(n *Node, rs core.ReadState) error {
+	ctx := string(rs.RequestCtx)
+	rd, ok := s.reads[ctx]
+	if !ok {
+		return fmt.Errorf("node %d: answer to read %q that is not waiting (answered twice, or never asked)", n.ID, ctx)
+	}
+	if rd.node != n.ID {
+		return fmt.Errorf("node %d: answer to read %q asked on node %d", n.ID, ctx, rd.node)
+	}
+	delete(s.reads, ctx)
+	if rs.Dropped {
+		s.res.ReadsLost++
+		return nil
+	}
+	s.res.ReadsDone++
+	if rs.Index < rd.floor {
+		return fmt.Errorf("linearizability: read %q on node %d (asked at step %d) answered with index %d, but index %d was committed before it was asked",
+			ctx, n.ID, rd.step, rs.Index, rd.floor)
+	}
+	return nil
+}
+
+// actTransfer asks the leader to hand leadership to another voter, or a
+// follower to have it handed to itself.
+func (s *Sim) actTransfer() (string, bool, error) {
+	id := s.Cluster.Leader()
+	if id == core.None {
+		return "", false, nil
+	}
+	lead := s.Cluster.Node(id)
+	to, ok := pick(s.Rand, lead.ConfState.Voters)
+	if !ok {
+		return "", false, nil
+	}
+	s.res.Transfers++
+	if s.Rand.IntN(4) == 0 {
+		if n := s.Cluster.Node(to); n != nil && !n.Down {
+			n.Raft.TransferLeadership(to)
+			return fmt.Sprintf("%d asks for leadership", to), true, nil
+		}
+	}
+	lead.Raft.TransferLeadership(to)
+	return fmt.Sprintf("%d to %d", id, to), true, nil
+}
+
+// maxSimIDs bounds the nodes a run may create: new members join with fresh
+// IDs, and removed ones never come back.
+const maxSimIDs = 9
+
+// actConfChange proposes a membership change on the leader (now and then
+// through a follower, which forwards it), chosen from what the leader's
+// configuration allows: adding a voter or a learner (a fresh node with an
+// empty storage), promoting or demoting one, removing one (the leader
+// too), replacing voters through joint consensus left automatically or
+// explicitly, and leaving an explicit joint configuration. Voters stay
+// between 3 and 5 (fewer if the run started smaller).
+func (s *Sim) actConfChange() (string, bool, error) {
+	id := s.Cluster.Leader()
+	if id == core.None {
+		return "", false, nil
+	}
+	lead := s.Cluster.Node(id)
+	cs := lead.ConfState
+	minVoters := min(3, s.cfg.Nodes)
+	var cc core.ConfChange
+	var what string
+	if len(cs.VotersOutgoing) > 0 {
+		if cs.AutoLeave {
+			return "", false, nil
+		}
+		what = "leave joint"
+	} else {
+		fresh := func() (core.NodeID, bool) {
+			id := core.NodeID(len(s.Cluster.IDs()) + 1)
+			if id > maxSimIDs {
+				return 0, false
+			}
+			return id, true
+		}
+		single := func(t core.ConfChangeType, id core.NodeID) {
+			cc.Changes = append(cc.Changes, core.ConfChangeSingle{Type: t, NodeID: id})
+		}
+		voters, learners := len(cs.Voters), len(cs.Learners)
+		switch k := s.Rand.IntN(7); {
+		case k == 0 && voters < 5:
+			nid, ok := fresh()
+			if !ok {
+				return "", false, nil
+			}
+			single(core.ConfChangeAddNode, nid)
+		case k == 1 && learners < 2:
+			nid, ok := fresh()
+			if !ok {
+				return "", false, nil
+			}
+			single(core.ConfChangeAddLearner, nid)
+		case k == 2 && learners > 0 && voters < 5:
+			single(core.ConfChangeAddNode, cs.Learners[s.Rand.IntN(learners)])
+		case k == 3 && voters > minVoters:
+			single(core.ConfChangeAddLearner, cs.Voters[s.Rand.IntN(voters)])
+		case k == 4 && voters > minVoters:
+			single(core.ConfChangeRemoveNode, cs.Voters[s.Rand.IntN(voters)])
+		case k == 5 && learners > 0:
+			single(core.ConfChangeRemoveNode, cs.Learners[s.Rand.IntN(learners)])
+		case k == 6:
+			// Replace one or two voters at once, through joint consensus.
+			for range 1 + s.Rand.IntN(2) {
+				nid, ok := fresh()
+				if !ok {
+					break
+				}
+				gone := cs.Voters[s.Rand.IntN(voters)]
+				if slices.ContainsFunc(cc.Changes, func(c core.ConfChangeSingle) bool { return c.NodeID == gone }) {
+					break
+				}
+				single(core.ConfChangeRemoveNode, gone)
+				single(core.ConfChangeAddNode, nid)
+				if err := s.addJoiner(nid); err != nil {
+					return "", true, err
+				}
+			}
+			if len(cc.Changes) == 0 {
+				return "", false, nil
+			}
+			cc.Transition = []core.ConfChangeTransition{core.ConfChangeTransitionJointImplicit,
+				core.ConfChangeTransitionJointExplicit}[s.Rand.IntN(2)]
+		default:
+			return "", false, nil
+		}
+		for _, c := range cc.Changes {
+			if s.Cluster.Node(c.NodeID) == nil {
+				if err := s.addJoiner(c.NodeID); err != nil {
+					return "", true, err
+				}
+			}
+		}
+		what = describeConfChange(cc)
+	}
+	cc.Context = fmt.Appendf(nil, "sim-%d", s.step)
+	via := lead
+	if s.Rand.IntN(4) == 0 {
+		if n, ok := pick(s.Rand, s.Live()); ok {
+			via = n
+		}
+	}
+	err := via.Raft.ProposeConfChange(cc)
+	desc := fmt.Sprintf("%d (via %d) %s in %s", id, via.ID, what, core.DescribeConfState(cs))
+	if err != nil && !errors.Is(err, core.ErrProposalDropped) {
+		return desc, true, fmt.Errorf("conf change on %d: %w", via.ID, err)
+	}
+	if err != nil {
+		desc += ": " + err.Error()
+	}
+	return desc, true, nil
+}
+
+func describeConfChange(cc core.ConfChange) string {
+	var parts []string
+	for _, c := range cc.Changes {
+		parts = append(parts, fmt.Sprintf("%s(%d)", c.Type, c.NodeID))
+	}
+	if cc.Transition != core.ConfChangeTransitionAuto {
+		parts = append(parts, []string{"", "joint", "joint-explicit"}[cc.Transition])
+	}
+	return strings.Join(parts, " ")
+}
+
+// addJoiner starts node id with an empty storage, as a host does before
+// proposing to add it: it knows no configuration, so it waits for the
+// leader to reach it.
+func (s *Sim) addJoiner(id core.NodeID) error {
+	if s.Cluster.Node(id) != nil {
+		return nil
+	}
+	seed := s.Cluster.Base.Seed
+	s.Cluster.Base.Seed = s.nodeSeed(id, 0)
+	err := s.Cluster.AddNode(id, core.NewMemoryStorage())
+	s.Cluster.Base.Seed = seed
+	if err != nil {
+		return err
+	}
+	s.nodes[id] = &simNode{}
+	s.record(fmt.Sprintf("%d node %d started with an empty storage", s.step, id))
+	return nil
+}
+
+// members returns the voters and learners of cs, sorted.
+func members(cs core.ConfState) []core.NodeID {
+	ids := slices.Concat(cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext)
+	slices.Sort(ids)
+	return slices.Compact(ids)
 }
