@@ -332,10 +332,12 @@ func (r *Raft) ApplyConfChange(cc ConfChange) (ConfState, error) {
 // switchConf installs cs as the configuration in force, keeping the
 // progress of members that stay.
 func (r *Raft) switchConf(cs ConfState) {
+	wasVoter := r.isVoter(r.id)
 	r.voters = jointConfig{newMajorityConfig(cs.Voters), newMajorityConfig(cs.VotersOutgoing)}
 	r.learners = newMajorityConfig(cs.Learners)
 	r.learnersNext = newMajorityConfig(cs.LearnersNext)
 	r.autoLeave = cs.AutoLeave
+	r.noteMembership(wasVoter)
 	members := slices.Concat(r.voters.ids(), r.learners)
 	slices.Sort(members)
 	members = slices.Compact(members)
@@ -360,11 +362,6 @@ func (r *Raft) switchConf(cs ConfState) {
 	if r.role != RoleLeader {
 		return
 	}
-	if !r.voters.contains(r.id) {
-		r.logger.Info("stepping down: no longer a voter", "term", uint64(r.Term))
-		r.becomeFollower(r.Term, None)
-		return
-	}
 	if r.leadTransferee != None && !r.isVoter(r.leadTransferee) {
 		r.logger.Info("abandoning transfer: target is no longer a voter", "to", uint64(r.leadTransferee))
 		r.leadTransferee = None
@@ -372,6 +369,31 @@ func (r *Raft) switchConf(cs ConfState) {
 	// The quorum changed: commit may move, and new members need the log.
 	r.maybeCommit()
 	r.bcastPending = true
+	r.maybeHandOff()
+}
+
+// maybeHandOff has a leader that is not a voter (removed by the change it
+// applied, or elected as a removed voter) pass leadership on: once it has
+// committed an entry of its term, so that the voters learn every commit it
+// knows, it transfers leadership to the voter that matches the most of its
+// log. It refuses proposals meanwhile (it has no progress of its own), and
+// steps down if the transfer does not finish within an election timeout.
+func (r *Raft) maybeHandOff() {
+	if r.role != RoleLeader || r.isVoter(r.id) || r.leadTransferee != None || !r.committedInTerm() {
+		return
+	}
+	var best NodeID
+	for _, id := range r.voters.ids() {
+		if pr := r.progress[id]; pr != nil && id != r.id && (best == None || pr.Match > r.progress[best].Match) {
+			best = id
+		}
+	}
+	if best == None {
+		r.becomeFollower(r.Term, None)
+		return
+	}
+	r.logger.Info("no longer a voter: handing leadership on", "to", uint64(best), "term", uint64(r.Term))
+	r.handleTransferLeader(best, r.progress[best])
 }
 
 // isVoter reports whether id votes in the configuration in force.

@@ -26,6 +26,11 @@ func (r *Raft) tickHeartbeat() {
 			// A transfer that did not finish in an election timeout is
 			// abandoned, so that the cluster never wedges.
 			r.leadTransferee = None
+			if !r.isVoter(r.id) {
+				r.logger.Info("stepping down: no longer a voter, and the hand-off did not finish", "term", uint64(r.Term))
+				r.becomeFollower(r.Term, None)
+				return
+			}
 		}
 	}
 	if r.heartbeatElapsed >= r.cfg.HeartbeatTicks {
@@ -60,7 +65,9 @@ func (r *Raft) hup(transfer bool) {
 		r.logger.Warn("not campaigning: not a voter", "term", uint64(r.Term))
 		return
 	}
-	if !r.cfg.DisablePreVote && !transfer {
+	if (!r.cfg.DisablePreVote || !r.isVoter(r.id)) && !transfer {
+		// A removed voter always asks first: it must not raise anyone's
+		// term unless it could win.
 		r.campaign(RolePreCandidate, false)
 		return
 	}

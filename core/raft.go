@@ -73,6 +73,15 @@ type Raft struct {
 	// transferStarted is set once this leader sent MsgTimeoutNow in its
 	// term: from then on its lease is not to be trusted for reads.
 	transferStarted bool
+	// removedVoter is set when the configuration this node applied last
+	// took away its vote (not to a learner). Such a node may still
+	// campaign, by pre-vote only: when a joint configuration is left, the
+	// removed voters may hold the longest logs while the remaining ones,
+	// not yet knowing the leave committed, still need their votes; if none
+	// of them could lead, the cluster would have no leader for good. A
+	// leader that is not a voter hands leadership to the best voter as
+	// soon as it has committed an entry of its term.
+	removedVoter bool
 
 	// What the outstanding Ready handed out, applied by Advance.
 	readyOutstanding bool
@@ -245,12 +254,24 @@ func (r *Raft) restoreConfState(cs ConfState) error {
 	if err := checkConfState(cs); err != nil {
 		return err
 	}
+	wasVoter := r.isVoter(r.id)
 	r.voters = jointConfig{newMajorityConfig(cs.Voters), newMajorityConfig(cs.VotersOutgoing)}
 	r.learners = newMajorityConfig(cs.Learners)
 	r.learnersNext = newMajorityConfig(cs.LearnersNext)
 	r.autoLeave = cs.AutoLeave
+	r.noteMembership(wasVoter)
 	r.resetProgress()
 	return nil
+}
+
+// noteMembership updates removedVoter after a configuration change.
+func (r *Raft) noteMembership(wasVoter bool) {
+	switch {
+	case r.isVoter(r.id) || slices.Contains(r.learners, r.id):
+		r.removedVoter = false
+	case wasVoter:
+		r.removedVoter = true
+	}
 }
 
 // resetProgress rebuilds the progress of every member as a new leader sees
@@ -282,10 +303,11 @@ func (r *Raft) hardState() HardState {
 
 func (r *Raft) softState() SoftState { return SoftState{Lead: r.lead, Role: r.role} }
 
-// promotable reports whether this node may become leader: it is a voter.
+// promotable reports whether this node may campaign: it is a voter, or a
+// voter just removed by the configuration it applied last (see
+// removedVoter).
 func (r *Raft) promotable() bool {
-	_, ok := r.progress[r.id]
-	return ok && !r.progress[r.id].IsLearner && r.voters.contains(r.id)
+	return r.isVoter(r.id) || (r.removedVoter && len(r.voters[0]) > 0)
 }
 
 // Tick advances the logical clock by one tick: followers and candidates

@@ -250,5 +250,6 @@ func (r *Raft) maybeCommit() bool {
 	r.log.commitTo(idx)
 	// Reads that waited for our first commit of the term may start.
 	r.startPostponedReads()
+	r.maybeHandOff()
 	return true
 }
