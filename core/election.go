@@ -13,6 +13,7 @@ func (r *Raft) tickElection() {
 // tickHeartbeat is a leader's tick: heartbeats every HeartbeatTicks, and
 // every ElectionTicks the check-quorum test.
 func (r *Raft) tickHeartbeat() {
+	r.leaseTick++
 	r.heartbeatElapsed++
 	r.electionElapsed++
 	if r.electionElapsed >= r.cfg.ElectionTicks {

@@ -47,6 +47,9 @@ type Progress struct {
 // Invariant: Match < Next. In StateSnapshot, PendingSnapshot is the index
 // of the snapshot sent.
 type progress struct {
+	// heardTick is the leader's tick (leaseTick) at which it sent the
+	// latest heartbeat this member acknowledged; 0 if none this term.
+	heardTick       uint64
 	Match, Next     Index
 	State           ProgressState
 	PendingSnapshot Index

@@ -70,6 +70,9 @@ type Raft struct {
 	// of reads this node forwarded to its leader, not yet answered.
 	reads          readOnly
 	readsForwarded [][]byte
+	// leaseTick counts the leader's ticks in its term, from 1; heartbeats
+	// carry it, and responses echo it (see leaseValid).
+	leaseTick uint64
 	// transferStarted is set once this leader sent MsgTimeoutNow in its
 	// term: from then on its lease is not to be trusted for reads.
 	transferStarted bool
@@ -585,6 +588,7 @@ func (r *Raft) becomeLeader() {
 	r.reset(r.Term)
 	r.role = RoleLeader
 	r.lead = r.id
+	r.leaseTick = 1
 	// Our own progress: nothing counts until a write of ours is durable;
 	// the empty entry below is acknowledged after its Ready is advanced.
 	if pr := r.progress[r.id]; pr != nil {

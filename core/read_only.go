@@ -90,7 +90,7 @@ func (r *Raft) committedInTerm() bool {
 func (r *Raft) startRead(req readRequest) {
 	req.index = r.log.committed
 	single := len(r.voters.ids()) == 1 && r.voters.contains(r.id)
-	if single || (r.cfg.ReadOnly == ReadOnlyLeaseBased && !r.transferStarted) {
+	if single || (r.cfg.ReadOnly == ReadOnlyLeaseBased && !r.transferStarted && r.leaseValid()) {
 		r.answerRead(req)
 		return
 	}
@@ -102,6 +102,25 @@ func (r *Raft) startRead(req readRequest) {
 	}
 	r.reads.acks[req.round] = map[NodeID]bool{r.id: true}
 	r.bcastHeartbeatCtx(readCtx(req.round))
+}
+
+// leaseValid reports whether the leader's lease holds now: a quorum of
+// voters acknowledged a heartbeat it sent less than ElectionTicks of its
+// ticks ago. Each of them received that heartbeat after it was sent and
+// ignores vote requests for ElectionTicks of its own ticks after that, so
+// with ticks that run at the same rate no other leader can be elected
+// while the lease holds. Without a valid lease a read takes a quorum round.
+func (r *Raft) leaseValid() bool {
+	q := r.voters.committedIndex(func(id NodeID) Index {
+		if id == r.id {
+			return Index(r.leaseTick)
+		}
+		if pr := r.progress[id]; pr != nil {
+			return Index(pr.heardTick)
+		}
+		return 0
+	})
+	return q > 0 && r.leaseTick-uint64(q) < uint64(r.cfg.ElectionTicks)
 }
 
 // startPostponedReads starts the reads that waited for the leader's first

@@ -98,6 +98,6 @@ func (r *Raft) bcastHeartbeatCtx(ctx []byte) {
 		if mutant == "heartbeat_commit_uncapped" {
 			commit = r.log.committed
 		}
-		r.send(Message{To: id, Type: MsgHeartbeat, Commit: commit, Context: ctx})
+		r.send(Message{To: id, Type: MsgHeartbeat, Commit: commit, Context: ctx, Index: Index(r.leaseTick)})
 	}
 }

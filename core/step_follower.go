@@ -127,7 +127,8 @@ func (r *Raft) handleAppend(m Message) error {
 // and the leader repairs the rest.
 func (r *Raft) handleHeartbeat(m Message) {
 	r.log.commitTo(min(m.Commit, r.log.lastIndex()))
-	r.send(Message{To: m.From, Type: MsgHeartbeatResp, Context: m.Context})
+	// Index echoes the leader's send tick, for its lease.
+	r.send(Message{To: m.From, Type: MsgHeartbeatResp, Index: m.Index, Context: m.Context})
 }
 
 // handleSnapshot installs a snapshot from the leader if it is news, and

@@ -37,6 +37,9 @@ func (r *Raft) stepLeader(m Message) error {
 	case MsgHeartbeatResp:
 		pr.RecentActive = true
 		pr.MsgAppFlowPaused = false
+		if t := uint64(m.Index); t > pr.heardTick && t <= r.leaseTick {
+			pr.heardTick = t
+		}
 		if len(m.Context) > 0 {
 			r.readAck(m.From, m.Context)
 		}
