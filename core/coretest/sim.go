@@ -1495,6 +1495,15 @@ func (s *Sim) converge(tag string) (int, error) {
 		if lead := s.Cluster.Leader(); lead != core.None {
 			n := s.Cluster.Node(lead)
 			term := n.Raft.Term
+			// A read on some member each tick: in a healthy cluster every
+			// one must be answered, at or past everything committed.
+			if m, ok := pick(s.Rand, s.Live()); ok {
+				ctx := fmt.Sprintf("read-%s-%d", tag, s.step)
+				if err := m.Raft.ReadIndex([]byte(ctx)); err == nil {
+					s.res.Reads++
+					s.reads[ctx] = simRead{node: m.ID, floor: s.maxCommit, step: s.step}
+				}
+			}
 			if !proposedIn[term] {
 				data := fmt.Sprintf("%s%s-%d", livenessPrefix, tag, term)
 				err := n.Raft.Propose([]byte(data))
