@@ -64,8 +64,10 @@ type ConfChange struct {
 }
 
 // LeavesJoint reports whether cc is the change that leaves a joint
-// configuration.
-func (cc ConfChange) LeavesJoint() bool { return len(cc.Changes) == 0 }
+// configuration: no changes, and the automatic transition.
+func (cc ConfChange) LeavesJoint() bool {
+	return len(cc.Changes) == 0 && cc.Transition == ConfChangeTransitionAuto
+}
 
 // joint reports whether cc enters a joint configuration, and if so whether
 // it is left automatically.
@@ -110,7 +112,10 @@ func (cc *ConfChange) Unmarshal(data []byte) error {
 	rest := data[2:]
 	uvarint := func() (uint64, bool) {
 		v, n := binary.Uvarint(rest)
-		if n <= 0 {
+		if n <= 0 || (n > 1 && rest[n-1] == 0) {
+			// Truncated, too long, or not the shortest form: Marshal
+			// never writes it, and two spellings of one change would be
+			// one too many.
 			return 0, false
 		}
 		rest = rest[n:]
@@ -188,6 +193,9 @@ func changeConf(cs ConfState, cc ConfChange) (ConfState, error) {
 		clear(next)
 		auto = false
 	} else {
+		if len(cc.Changes) == 0 {
+			return cs, fmt.Errorf("core: conf change: a joint transition with no changes")
+		}
 		joint, autoLeave := cc.joint()
 		if isJoint {
 			return cs, fmt.Errorf("core: conf change: %s is joint; leave it before another change", DescribeConfState(cs))
@@ -316,8 +324,10 @@ func (r *Raft) ProposeConfChange(cc ConfChange) error {
 // direct change of more than one voter, removing every voter) returns an
 // error and changes nothing; every member reaches the same verdict.
 //
-// A leader that is no longer a voter steps down. A leader applies the
-// automatic leave of a joint configuration it entered by proposing it.
+// A leader that is no longer a voter hands leadership to the voter that
+// matches most of its log (a leadership transfer; it steps down if that
+// does not finish within an election timeout). A leader proposes the
+// automatic leave of a joint configuration as soon as it applies it.
 func (r *Raft) ApplyConfChange(cc ConfChange) (ConfState, error) {
 	cs, err := changeConf(r.confState(), cc)
 	if err != nil {

@@ -13,16 +13,21 @@ const (
 	// a quorum, one round per read. It is the default.
 	ReadOnlySafe ReadOnlyOption = iota + 1
 	// ReadOnlyLeaseBased answers a read at once from the leader's commit
-	// index, trusting check-quorum: a leader that has not heard from a
-	// quorum for ElectionTicks steps down, and followers that heard from it
-	// within ElectionTicks ignore vote requests. That is linearizable only
-	// if no member's ticks run so much faster than the leader's that a
-	// follower's lease runs out, and a new leader is elected, before the
-	// leader's own check-quorum period ends: keep tick rates within a few
-	// percent of each other (no long pauses of the leader's process). A
-	// leader does not use the lease after it has started a leadership
-	// transfer in its term, because the transfer's election passes the
-	// followers' leases. It needs check-quorum.
+	// index while its lease holds: a quorum acknowledged a heartbeat the
+	// leader sent less than ElectionTicks of its ticks ago (heartbeats
+	// carry the leader's tick and responses echo it). Each of those
+	// followers ignores vote requests for ElectionTicks of its own ticks
+	// after it received the heartbeat, so no other leader can be elected
+	// before the lease ends — provided no member's ticks run faster than
+	// the leader's. The bound: a follower whose clock runs fast by a
+	// fraction f ends its lease early by about f×ElectionTicks ticks, and
+	// a leader whose process stalls keeps counting from where it stopped;
+	// keep tick rates within a few percent of each other and the leader's
+	// process free of long pauses, or use ReadOnlySafe. Without a valid
+	// lease (right after election, or cut off) a read takes a quorum
+	// round. A leader does not use the lease after it has started a
+	// leadership transfer in its term, because the transfer's election
+	// passes the followers' leases. It needs check-quorum.
 	ReadOnlyLeaseBased
 )
 
@@ -104,9 +109,10 @@ type Config struct {
 	// See ReadOnlyLeaseBased for the bound the lease relies on.
 	ReadOnly ReadOnlyOption
 	// StepDownOnRemoval has no effect: a leader that is no longer a voter
-	// always steps down once it applies the change that removed it (a
-	// leader outside the configuration can commit nothing of its own). The
-	// field stays for source compatibility.
+	// always gives up leadership once it applies the change that removed
+	// it, handing it to the voter that matches most of its log (a leader
+	// outside the configuration can commit nothing of its own). The field
+	// stays for source compatibility.
 	StepDownOnRemoval bool
 	// Seed seeds the generator of randomized election timeouts (mixed with
 	// ID, so members given the same seed still draw different timeouts).

@@ -79,7 +79,10 @@
 // ApplyConfChange with an error, on every member alike. A leader takes one
 // change at a time. A joint configuration entered with an automatic leave
 // is left by the leader as soon as it has applied it. A leader that is no
-// longer a voter steps down once it applies the change. On restart core
+// longer a voter hands leadership to the best voter once it applies the
+// change. A removed voter may still ask for pre-votes (when a joint
+// configuration is left it may hold the longest log, which the others
+// need), but cannot disrupt a live leader. On restart core
 // re-applies the changes between the storage's snapshot and Config.Applied
 // from the log.
 //

@@ -1,7 +1,6 @@
 package core
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -158,9 +157,10 @@ func New(cfg Config) (*Raft, error) {
 // which may stand past the point the log was compacted at.
 func (r *Raft) loadSnapshotIndex() error {
 	snap, err := r.log.storage.Snapshot()
-	if errors.Is(err, ErrUnavailable) {
-		return nil // being made; the compaction point stands in for it
-	} else if err != nil {
+	if err != nil {
+		// Even ErrUnavailable: the configuration InitialState returned is
+		// the snapshot's, and which changes to replay on top of it depends
+		// on the snapshot's index. Start again once it is there.
 		return fmt.Errorf("core: storage snapshot: %w", err)
 	}
 	i := snap.Meta.Index

@@ -31,6 +31,12 @@ import (
 //     failure) never loses a term or a vote: those Readys must ask for a
 //     sync;
 //   - a leader's uncommitted tail stays within MaxUncommittedBytes;
+//   - reads: no ReadIndex is answered below the highest commit index any
+//     node had when the read was asked (every write acknowledged before
+//     the read began is at or below it), and each is answered once;
+//   - configuration: once no Ready is waiting, core's configuration is the
+//     one the node's applied log and snapshots say (a change takes effect
+//     when applied, never when proposed);
 //   - leader completeness: a leader of a term later than the one an entry
 //     was committed in holds that entry (in its storage, or in the Ready it
 //     is writing);
