@@ -403,6 +403,12 @@ func (r *Raft) maybeHandOff() {
 		return
 	}
 	r.logger.Info("no longer a voter: handing leadership on", "to", uint64(best), "term", uint64(r.Term))
+	if r.bcastPending {
+		// The commit index goes out ahead of MsgTimeoutNow, so that the
+		// target campaigns knowing it.
+		r.bcastPending = false
+		r.bcastAppend()
+	}
 	r.handleTransferLeader(best, r.progress[best])
 }
 
