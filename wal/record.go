@@ -1,0 +1,215 @@
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+
+	"github.com/stepraft/stepraft/core"
+)
+
+// A record is one raft entry as stored in a tidwall/wal entry:
+//
+//	byte    format version (recordVersion)
+//	uint32  CRC32C (Castagnoli), big endian, of everything after it
+//	msgpack array of 4: index (uint), term (uint), type (uint), data (bin)
+//
+// The msgpack is written and read by hand: every length is checked against
+// the bytes left before anything is allocated, and only the shortest forms
+// that the encoder writes are accepted, so one entry has one encoding.
+
+const recordVersion = 1
+
+// recordOverhead is the most bytes a record adds to its data.
+const recordOverhead = 1 + 4 + 1 + 9 + 9 + 2 + 5
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt is wrapped by every error about damaged data on disk.
+var ErrCorrupt = errors.New("wal: corrupt")
+
+// errUnverified marks a record that is short or fails its checksum: what a
+// torn write leaves behind (as opposed to a record that verifies but says
+// something impossible).
+var errUnverified = errors.New("unverified")
+
+// appendRecord appends e's record to dst.
+func appendRecord(dst []byte, e *core.Entry) []byte {
+	start := len(dst)
+	dst = append(dst, recordVersion, 0, 0, 0, 0)
+	dst = append(dst, 0x94) // fixarray of 4
+	dst = appendUint(dst, uint64(e.Index))
+	dst = appendUint(dst, uint64(e.Term))
+	dst = appendUint(dst, uint64(e.Type))
+	dst = appendBin(dst, e.Data)
+	binary.BigEndian.PutUint32(dst[start+1:], crc32.Checksum(dst[start+5:], castagnoli))
+	return dst
+}
+
+// appendUint appends x as the shortest msgpack unsigned integer.
+func appendUint(dst []byte, x uint64) []byte {
+	switch {
+	case x <= 0x7f:
+		return append(dst, byte(x))
+	case x <= math.MaxUint8:
+		return append(dst, 0xcc, byte(x))
+	case x <= math.MaxUint16:
+		return binary.BigEndian.AppendUint16(append(dst, 0xcd), uint16(x))
+	case x <= math.MaxUint32:
+		return binary.BigEndian.AppendUint32(append(dst, 0xce), uint32(x))
+	}
+	return binary.BigEndian.AppendUint64(append(dst, 0xcf), x)
+}
+
+// appendBin appends b as the shortest msgpack bin.
+func appendBin(dst, b []byte) []byte {
+	switch n := len(b); {
+	case n <= math.MaxUint8:
+		dst = append(dst, 0xc4, byte(n))
+	case n <= math.MaxUint16:
+		dst = binary.BigEndian.AppendUint16(append(dst, 0xc5), uint16(n))
+	default:
+		dst = binary.BigEndian.AppendUint32(append(dst, 0xc6), uint32(n))
+	}
+	return append(dst, b...)
+}
+
+// decodeRecord decodes a record. The entry's Data is a copy when copyData,
+// and otherwise aliases rec.
+func decodeRecord(rec []byte, copyData bool) (core.Entry, error) {
+	bad := func(format string, args ...any) (core.Entry, error) {
+		return core.Entry{}, fmt.Errorf("%w: record: %w", ErrCorrupt, fmt.Errorf(format, args...))
+	}
+	if len(rec) < 6 {
+		return bad("%d bytes, too short (%w)", len(rec), errUnverified)
+	}
+	if got, want := crc32.Checksum(rec[5:], castagnoli), binary.BigEndian.Uint32(rec[1:]); got != want {
+		return bad("checksum %08x, want %08x (%w)", got, want, errUnverified)
+	}
+	if rec[0] != recordVersion {
+		return bad("unknown format version %d", rec[0])
+	}
+	d := decoder{b: rec[5:]}
+	if d.byte() != 0x94 {
+		return bad("not an array of 4")
+	}
+	index, term, typ := d.uint(), d.uint(), d.uint()
+	data := d.bin()
+	switch {
+	case d.err != nil:
+		return bad("%v", d.err)
+	case len(d.b) != 0:
+		return bad("%d trailing bytes", len(d.b))
+	case index == 0 || term == 0:
+		return bad("index %d term %d", index, term)
+	case typ != uint64(core.EntryNormal) && typ != uint64(core.EntryConfChange):
+		return bad("unknown entry type %d", typ)
+	}
+	e := core.Entry{Index: core.Index(index), Term: core.Term(term), Type: core.EntryType(typ)}
+	if len(data) > 0 {
+		if copyData {
+			e.Data = append([]byte(nil), data...)
+		} else {
+			e.Data = data
+		}
+	}
+	return e, nil
+}
+
+// decoder reads msgpack values from b; the first error sticks.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf(format, args...)
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) < 1 {
+		d.fail("truncated")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) take(n int) []byte {
+	if n < 0 || len(d.b) < n {
+		d.fail("truncated: %d bytes declared, %d left", n, len(d.b))
+		return nil
+	}
+	p := d.b[:n:n]
+	d.b = d.b[n:]
+	return p
+}
+
+// uint reads a msgpack unsigned integer in its shortest form.
+func (d *decoder) uint() uint64 {
+	c := d.byte()
+	var x, min uint64
+	switch {
+	case c <= 0x7f:
+		return uint64(c)
+	case c == 0xcc:
+		p := d.take(1)
+		if p != nil {
+			x, min = uint64(p[0]), 0x80
+		}
+	case c == 0xcd:
+		if p := d.take(2); p != nil {
+			x, min = uint64(binary.BigEndian.Uint16(p)), math.MaxUint8+1
+		}
+	case c == 0xce:
+		if p := d.take(4); p != nil {
+			x, min = uint64(binary.BigEndian.Uint32(p)), math.MaxUint16+1
+		}
+	case c == 0xcf:
+		if p := d.take(8); p != nil {
+			x, min = binary.BigEndian.Uint64(p), math.MaxUint32+1
+		}
+	default:
+		d.fail("not an unsigned integer: 0x%02x", c)
+	}
+	if d.err == nil && x < min {
+		d.fail("integer %d not in its shortest form", x)
+	}
+	return x
+}
+
+// bin reads a msgpack bin in its shortest form, without copying.
+func (d *decoder) bin() []byte {
+	c := d.byte()
+	var n, min int
+	switch c {
+	case 0xc4:
+		if p := d.take(1); p != nil {
+			n = int(p[0])
+		}
+	case 0xc5:
+		if p := d.take(2); p != nil {
+			n, min = int(binary.BigEndian.Uint16(p)), math.MaxUint8+1
+		}
+	case 0xc6:
+		if p := d.take(4); p != nil {
+			n, min = int(binary.BigEndian.Uint32(p)), math.MaxUint16+1
+		}
+	default:
+		d.fail("not a bin: 0x%02x", c)
+	}
+	if d.err != nil {
+		return nil
+	}
+	if n < min {
+		d.fail("bin length %d not in its shortest form", n)
+		return nil
+	}
+	return d.take(n)
+}

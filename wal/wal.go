@@ -1,0 +1,890 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	twal "github.com/tidwall/wal"
+
+	"github.com/stepraft/stepraft/core"
+)
+
+// SyncPolicy says when entries are fsynced. Term and vote changes, snapshot
+// installs and compactions are fsynced before Save (or Compact) returns
+// under every policy: a node that forgets its vote can help elect two
+// leaders in one term.
+type SyncPolicy int
+
+const (
+	// SyncEachBatch fsyncs the entries of every Save before it returns, so
+	// nothing Save has returned for is lost on power failure. One fsync
+	// per Ready, whatever the number of entries in it. The default.
+	SyncEachBatch SyncPolicy = iota
+	// SyncInterval fsyncs in the background every Options.SyncInterval. A
+	// power failure loses the entries written since the last fsync, even
+	// though this node already acknowledged them to the leader; if a
+	// majority of the cluster loses them at once (a power cut of the whole
+	// cluster), the cluster can lose writes it reported committed. Use it
+	// only where that is acceptable.
+	SyncInterval
+	// SyncNever leaves entries to the operating system: a power failure
+	// can lose any of them, with the same consequence as SyncInterval but
+	// without a bound. For benchmarks.
+	SyncNever
+)
+
+func (p SyncPolicy) String() string {
+	switch p {
+	case SyncEachBatch:
+		return "each-batch"
+	case SyncInterval:
+		return "interval"
+	case SyncNever:
+		return "never"
+	}
+	return fmt.Sprintf("SyncPolicy(%d)", int(p))
+}
+
+// Options configure Open. The zero value is valid.
+type Options struct {
+	// Sync is the fsync policy for entries; default SyncEachBatch.
+	Sync SyncPolicy
+	// SyncInterval is the background fsync period under SyncInterval;
+	// default 10ms.
+	SyncInterval time.Duration
+	// SegmentSize is the target size of a segment file; default 8 MiB.
+	// Compaction rewrites a segment, so smaller segments stall less.
+	SegmentSize int
+	// SegmentCacheSize is how many read segments are kept in memory
+	// besides the tail; default 2.
+	SegmentCacheSize int
+	// ClusterID and NodeID, when not 0, are written into a new log and
+	// checked against an existing one: opening another node's directory
+	// is an error. A log written with 0 takes the first non-zero values
+	// given.
+	ClusterID, NodeID uint64
+	// Logger receives the log's messages; nil discards them.
+	Logger *slog.Logger
+}
+
+const (
+	lockFile          = "LOCK"
+	entriesDir        = "entries"
+	defaultSegment    = 8 << 20
+	defaultSyncPeriod = 10 * time.Millisecond
+	// termCacheSize is how many of the latest entries' terms are kept in
+	// memory, so that term lookups near the tail never read the disk.
+	termCacheSize = 1 << 16
+)
+
+// testHookSynced, when set (by tests), is called after every fsync the log
+// makes, with what it synced: "entries", "meta" or "dir". A power-loss
+// emulator records there what the disk is sure to hold.
+var testHookSynced func(what string)
+
+func synced(what string) {
+	if testHookSynced != nil {
+		testHookSynced(what)
+	}
+}
+
+var (
+	// ErrInvalid is wrapped by errors about a request that cannot be
+	// done (a gap in the entries, an out-of-date snapshot); nothing was
+	// written and the log stays usable.
+	ErrInvalid = errors.New("wal: invalid request")
+	// ErrLocked means another process holds the directory.
+	ErrLocked = errors.New("wal: directory locked")
+	// ErrFailed is wrapped by every write after one failed: the log's
+	// state on disk is uncertain, and it must be reopened.
+	ErrFailed = errors.New("wal: log failed; reopen it")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("wal: closed")
+	// ErrIdentity means the directory belongs to another cluster or node.
+	ErrIdentity = errors.New("wal: directory of another cluster or node")
+)
+
+// Log is a durable raft log: it implements core.Storage and persists what
+// a Ready asks for (Save). Reads are safe from several goroutines, and
+// concurrent with writes; writes (Save, Compact, ApplySnapshot) must come
+// from one goroutine at a time.
+type Log struct {
+	dir    string
+	opts   Options
+	logger *slog.Logger
+	lock   *os.File
+
+	mu     sync.Mutex // guards everything below, and every call into tl
+	tl     *twal.Log
+	meta   *metaStore
+	first  core.Index // first index in tl (compactIndex+1)
+	last   core.Index // last index in tl (first-1 when empty)
+	failed error      // set by the first write that failed
+	closed bool
+	// terms[i] is the term of entry termsFrom+i, for the newest entries.
+	terms     []core.Term
+	termsFrom core.Index
+	batch     twal.Batch
+	buf       []byte
+	dirty     bool // entries written and not yet fsynced
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Open opens the log in dir, creating it if needed, and recovers it: a torn
+// tail left by a crash in the middle of a write is cut back to the last
+// whole record; any other damage is an error naming the file, the index and
+// what is wrong. Every record is read and verified.
+func Open(dir string, opts Options) (*Log, error) {
+	if opts.Sync < SyncEachBatch || opts.Sync > SyncNever {
+		return nil, fmt.Errorf("wal: unknown sync policy %d", int(opts.Sync))
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = defaultSyncPeriod
+	}
+	if opts.SegmentSize <= 0 {
+		opts.SegmentSize = defaultSegment
+	}
+	if opts.SegmentCacheSize <= 0 {
+		opts.SegmentCacheSize = 2
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, entriesDir), 0o750); err != nil {
+		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{dir: dir, opts: opts, logger: logger.With("wal", dir), lock: lock}
+	if err := l.open(); err != nil {
+		l.closeFiles()
+		return nil, err
+	}
+	if opts.Sync == SyncInterval {
+		l.stop, l.done = make(chan struct{}), make(chan struct{})
+		go l.syncLoop()
+	}
+	return l, nil
+}
+
+func (l *Log) open() error {
+	ms, fresh, err := openMeta(filepath.Join(l.dir, metaFile))
+	if err != nil {
+		return err
+	}
+	l.meta = ms
+	m := ms.cur
+	switch {
+	case fresh:
+		m = meta{clusterID: l.opts.ClusterID, nodeID: l.opts.NodeID}
+		if err := ms.write(m, true); err != nil {
+			return err
+		}
+		if err := syncDir(l.dir); err != nil {
+			return err
+		}
+	case (l.opts.ClusterID != 0 && m.clusterID != 0 && m.clusterID != l.opts.ClusterID) ||
+		(l.opts.NodeID != 0 && m.nodeID != 0 && m.nodeID != l.opts.NodeID):
+		return fmt.Errorf("%w: %s holds cluster %x node %d, not cluster %x node %d",
+			ErrIdentity, l.dir, m.clusterID, m.nodeID, l.opts.ClusterID, l.opts.NodeID)
+	case (m.clusterID == 0 && l.opts.ClusterID != 0) || (m.nodeID == 0 && l.opts.NodeID != 0):
+		m.clusterID = max(m.clusterID, l.opts.ClusterID)
+		m.nodeID = max(m.nodeID, l.opts.NodeID)
+		if err := ms.write(m, true); err != nil {
+			return err
+		}
+	}
+	if err := l.openEntries(); err != nil {
+		return err
+	}
+	return l.reconcile()
+}
+
+// twalOptions are the options tidwall/wal is always opened with: we fsync
+// ourselves, and the log may be empty.
+func (l *Log) twalOptions() *twal.Options {
+	o := *twal.DefaultOptions
+	o.NoSync = true
+	o.AllowEmpty = true
+	o.SegmentSize = l.opts.SegmentSize
+	o.SegmentCacheSize = l.opts.SegmentCacheSize
+	return &o
+}
+
+// openEntries opens the entry log, repairing a torn tail, and verifies
+// every record.
+func (l *Log) openEntries() error {
+	path := filepath.Join(l.dir, entriesDir)
+	tl, err := twal.Open(path, l.twalOptions())
+	if errors.Is(err, twal.ErrCorrupt) {
+		// tidwall/wal refuses a last segment cut in the middle of a
+		// record; cut it back to the last whole, verified record.
+		if err := repairTail(path, l.logger); err != nil {
+			return err
+		}
+		tl, err = twal.Open(path, l.twalOptions())
+	}
+	if err != nil {
+		return fmt.Errorf("wal: open entries in %s: %w", path, err)
+	}
+	l.tl = tl
+	first, err := tl.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	last, err := tl.LastIndex()
+	if err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	l.first, l.last = core.Index(first), core.Index(last)
+	return l.verify()
+}
+
+// verify reads every record: each must decode with a good checksum, carry
+// its own index, and a term no lower than the one before. A bad record in
+// the last segment with nothing valid after it is a torn tail and is cut
+// off; anything else is an error.
+func (l *Log) verify() error {
+	lastSeg := lastSegmentStart(filepath.Join(l.dir, entriesDir))
+	var prev core.Term
+	l.terms, l.termsFrom = nil, l.first
+	for i := l.first; i <= l.last; i++ {
+		e, err := l.readLocked(i, false)
+		if err == nil && e.Term < prev {
+			err = fmt.Errorf("%w: term %d after term %d", ErrCorrupt, e.Term, prev)
+		}
+		if err != nil {
+			if uint64(i) >= lastSeg && errors.Is(err, errUnverified) && l.tailIsGarbage(i) {
+				l.logger.Warn("cutting a torn tail", "from_index", uint64(i), "last_index", uint64(l.last), "err", err)
+				if err := l.truncateBack(i - 1); err != nil {
+					return err
+				}
+				if err := syncDir(filepath.Join(l.dir, entriesDir)); err != nil {
+					return err
+				}
+				break
+			}
+			return fmt.Errorf("wal: %s: entry %d: %w", segmentPath(l.dir, i), i, err)
+		}
+		prev = e.Term
+		l.pushTerm(i, e.Term)
+	}
+	return nil
+}
+
+// tailIsGarbage reports whether no record from i on decodes: what a torn
+// write leaves, as opposed to damage in the middle of valid data.
+func (l *Log) tailIsGarbage(i core.Index) bool {
+	for j := i + 1; j <= l.last; j++ {
+		if _, err := l.readLocked(j, false); !errors.Is(err, errUnverified) {
+			return false
+		}
+	}
+	return true
+}
+
+// reconcile brings the entry log in line with the metadata after a crash
+// between the metadata write and the entry-log change it records (snapshot
+// install, compaction), and checks that the log starts where it must.
+func (l *Log) reconcile() error {
+	m := l.meta.cur
+	snap := m.snap.Index
+	switch {
+	case snap > l.last || (snap >= l.first && l.termAt(snap) != m.snap.Term):
+		// A snapshot past the log, or not matching it: the log starts
+		// after it.
+		if snap > 0 && (l.last >= l.first || l.first != snap+1) {
+			l.logger.Info("starting the log after the snapshot", "snapshot_index", uint64(snap))
+			if err := l.resetTo(snap + 1); err != nil {
+				return err
+			}
+		}
+	case m.compactIndex >= l.first:
+		if err := l.truncateFront(m.compactIndex + 1); err != nil {
+			return err
+		}
+	}
+	if want := m.compactIndex + 1; l.first > want && !(l.first == snap+1 && snap > 0) {
+		return fmt.Errorf("wal: %s: the log starts at %d, but was compacted at %d and the snapshot is at %d: entries are missing",
+			filepath.Join(l.dir, entriesDir), l.first, m.compactIndex, snap)
+	}
+	if l.first > snap+1 && snap > 0 {
+		return fmt.Errorf("wal: %s: the log starts at %d, past the snapshot at %d: a gap",
+			filepath.Join(l.dir, entriesDir), l.first, snap)
+	}
+	return nil
+}
+
+// --- core.Storage --------------------------------------------------------
+
+// InitialState implements core.Storage: the hard state (its commit at
+// least the snapshot's index) and the snapshot's configuration.
+func (l *Log) InitialState() (core.HardState, core.ConfState, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.meta.cur
+	hs := m.hard
+	if !hs.IsEmpty() || m.snap.Index > 0 {
+		hs.Commit = max(hs.Commit, m.snap.Index)
+	}
+	return hs, cloneConf(m.snap.ConfState), nil
+}
+
+// Entries implements core.Storage.
+func (l *Log) Entries(lo, hi core.Index, maxBytes uint64) ([]core.Entry, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lo < l.first {
+		return nil, core.ErrCompacted
+	}
+	if hi > l.last+1 {
+		return nil, fmt.Errorf("wal: entries [%d, %d) past the last index %d: %w", lo, hi, l.last, core.ErrUnavailable)
+	}
+	var out []core.Entry
+	var size uint64
+	for i := lo; i < hi; i++ {
+		e, err := l.readLocked(i, true)
+		if err != nil {
+			return nil, fmt.Errorf("wal: %s: entry %d: %w", segmentPath(l.dir, i), i, err)
+		}
+		size += uint64(len(e.Data))
+		if len(out) > 0 && size > maxBytes {
+			break
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Term implements core.Storage.
+func (l *Log) Term(i core.Index) (core.Term, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i == l.first-1 {
+		return l.edgeTerm(), nil
+	}
+	if i < l.first {
+		return 0, core.ErrCompacted
+	}
+	if i > l.last {
+		return 0, core.ErrUnavailable
+	}
+	if t := l.termAt(i); t != 0 {
+		return t, nil
+	}
+	e, err := l.readLocked(i, false)
+	if err != nil {
+		return 0, fmt.Errorf("wal: %s: entry %d: %w", segmentPath(l.dir, i), i, err)
+	}
+	return e.Term, nil
+}
+
+// LastIndex implements core.Storage.
+func (l *Log) LastIndex() (core.Index, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last, nil
+}
+
+// FirstIndex implements core.Storage.
+func (l *Log) FirstIndex() (core.Index, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.first, nil
+}
+
+// Snapshot implements core.Storage: the metadata of the snapshot the log
+// starts after. The body lives in the snapshotter; Data is nil.
+func (l *Log) Snapshot() (core.Snapshot, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.meta.cur.snap
+	s.ConfState = cloneConf(s.ConfState)
+	return core.Snapshot{Meta: s}, nil
+}
+
+// edgeTerm is the term of entry first-1: the compaction point's.
+func (l *Log) edgeTerm() core.Term {
+	m := &l.meta.cur
+	if l.first-1 == m.snap.Index {
+		return m.snap.Term
+	}
+	if l.first-1 == m.compactIndex {
+		return m.compactTerm
+	}
+	return 0
+}
+
+// termAt returns the cached term of entry i, or 0.
+func (l *Log) termAt(i core.Index) core.Term {
+	if i >= l.termsFrom && i < l.termsFrom+core.Index(len(l.terms)) {
+		return l.terms[i-l.termsFrom]
+	}
+	if i == l.first-1 {
+		return l.edgeTerm()
+	}
+	return 0
+}
+
+func (l *Log) pushTerm(i core.Index, t core.Term) {
+	if i != l.termsFrom+core.Index(len(l.terms)) {
+		l.terms, l.termsFrom = l.terms[:0], i
+	}
+	if len(l.terms) == 2*termCacheSize {
+		n := copy(l.terms, l.terms[termCacheSize:])
+		l.terms = l.terms[:n]
+		l.termsFrom += termCacheSize
+	}
+	l.terms = append(l.terms, t)
+}
+
+// readLocked reads and verifies entry i.
+func (l *Log) readLocked(i core.Index, copyData bool) (core.Entry, error) {
+	rec, err := l.tl.Read(uint64(i))
+	if err != nil {
+		return core.Entry{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	// tidwall/wal hands out a copy: the entry may alias it.
+	e, err := decodeRecord(rec, false)
+	_ = copyData
+	if err != nil {
+		return core.Entry{}, err
+	}
+	if e.Index != i {
+		return core.Entry{}, fmt.Errorf("%w: record at %d holds index %d", ErrCorrupt, i, e.Index)
+	}
+	return e, nil
+}
+
+// --- writing ---------------------------------------------------------------
+
+// Save persists what rd asks for, in this order: an incoming snapshot (its
+// metadata: the body is the snapshotter's), the entries (replacing a
+// conflicting suffix), the hard state. Under SyncEachBatch everything is
+// durable when it returns; under the other policies the entries may not
+// be, but a change of term or vote, and a snapshot, always are. A failed
+// write leaves the log refusing writes until it is reopened.
+func (l *Log) Save(rd core.Ready) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return err
+	}
+	if err := l.fail(l.save(rd)); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (l *Log) writable() error {
+	switch {
+	case l.closed:
+		return ErrClosed
+	case l.failed != nil:
+		return fmt.Errorf("%w: %v", ErrFailed, l.failed)
+	}
+	return nil
+}
+
+// fail makes err (if any) stick, unless it refused a bad request before
+// writing anything.
+func (l *Log) fail(err error) error {
+	if err != nil && l.failed == nil && !errors.Is(err, ErrInvalid) {
+		l.failed = err
+		l.logger.Error("write failed; the log refuses writes until reopened", "err", err)
+	}
+	return err
+}
+
+func (l *Log) save(rd core.Ready) error {
+	if !rd.Snapshot.IsEmpty() {
+		if err := l.applySnapshot(rd.Snapshot.Meta); err != nil {
+			return err
+		}
+	}
+	if len(rd.Entries) > 0 {
+		if err := l.append(rd.Entries); err != nil {
+			return err
+		}
+	}
+	if l.dirty && l.opts.Sync == SyncEachBatch {
+		if err := l.syncEntries(); err != nil {
+			return err
+		}
+	}
+	if hs := rd.HardState; !hs.IsEmpty() && hs != l.meta.cur.hard {
+		m := l.meta.cur
+		mustSync := hs.Term != m.hard.Term || hs.Vote != m.hard.Vote
+		if mustSync && l.dirty {
+			// The vote may rest on these entries (a candidate's own log):
+			// they go to disk first.
+			if err := l.syncEntries(); err != nil {
+				return err
+			}
+		}
+		m.hard = hs
+		if err := l.meta.write(m, mustSync); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// append writes ents, which follow the log or replace a suffix of it, in
+// one batch.
+func (l *Log) append(ents []core.Entry) error {
+	first := ents[0].Index
+	if first <= l.meta.cur.compactIndex {
+		// Entries at or before the compaction point are committed and
+		// already here (or in the snapshot).
+		k := int(l.meta.cur.compactIndex + 1 - first)
+		if k >= len(ents) {
+			return nil
+		}
+		ents, first = ents[k:], ents[k].Index
+	}
+	if first > l.last+1 {
+		return fmt.Errorf("%w: append at %d leaves a gap after %d", ErrInvalid, first, l.last)
+	}
+	l.batch.Clear()
+	buf := l.buf[:0]
+	offs := make([]int, 0, len(ents)+1)
+	for i := range ents {
+		e := &ents[i]
+		switch {
+		case e.Index != first+core.Index(i):
+			return fmt.Errorf("%w: entries not contiguous at %d", ErrInvalid, e.Index)
+		case e.Term == 0 || (e.Type != core.EntryNormal && e.Type != core.EntryConfChange):
+			return fmt.Errorf("%w: entry %d has term %d and type %d", ErrInvalid, e.Index, e.Term, e.Type)
+		}
+		offs = append(offs, len(buf))
+		buf = appendRecord(buf, &ents[i])
+	}
+	offs = append(offs, len(buf))
+	if first <= l.last {
+		if err := l.truncateBack(first - 1); err != nil {
+			return err
+		}
+	}
+	for i := range ents {
+		l.batch.Write(uint64(ents[i].Index), buf[offs[i]:offs[i+1]])
+	}
+	if err := l.tl.WriteBatch(&l.batch); err != nil {
+		return fmt.Errorf("wal: write entries %d..%d: %w", first, ents[len(ents)-1].Index, err)
+	}
+	if cap(buf) <= 4<<20 {
+		l.buf = buf
+	}
+	for i := range ents {
+		l.pushTerm(ents[i].Index, ents[i].Term)
+	}
+	l.last = ents[len(ents)-1].Index
+	l.dirty = true
+	return nil
+}
+
+func (l *Log) syncEntries() error {
+	if err := l.tl.Sync(); err != nil {
+		return fmt.Errorf("wal: sync entries: %w", err)
+	}
+	synced("entries")
+	l.dirty = false
+	return nil
+}
+
+// truncateBack removes the entries after i.
+func (l *Log) truncateBack(i core.Index) error {
+	if i >= l.last {
+		return nil
+	}
+	if err := l.tl.TruncateBack(uint64(i)); err != nil {
+		return fmt.Errorf("wal: remove entries after %d: %w", i, err)
+	}
+	l.last = i
+	if i+1 < l.termsFrom {
+		l.terms, l.termsFrom = l.terms[:0], i+1
+	} else if n := i + 1 - l.termsFrom; n < core.Index(len(l.terms)) {
+		l.terms = l.terms[:n]
+	}
+	return nil
+}
+
+// truncateFront removes the entries before i.
+func (l *Log) truncateFront(i core.Index) error {
+	if i <= l.first {
+		return nil
+	}
+	if i > l.last+1 {
+		return l.resetTo(i)
+	}
+	if err := l.tl.TruncateFront(uint64(i)); err != nil {
+		return fmt.Errorf("wal: remove entries before %d: %w", i, err)
+	}
+	l.first = i
+	return nil
+}
+
+// resetTo empties the entry log so that the next entry is i. tidwall/wal
+// cannot start at an arbitrary index, except from an empty segment file
+// named after it in an empty directory; the new directory is made aside
+// and renamed into place, so a crash leaves either the old or the new one.
+func (l *Log) resetTo(i core.Index) error {
+	path := filepath.Join(l.dir, entriesDir)
+	tmp := path + ".new"
+	old := path + ".old"
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	if err := os.Mkdir(tmp, 0o750); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	f, err := os.Create(filepath.Join(tmp, fmt.Sprintf("%020d", uint64(i))))
+	if err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	if err := l.tl.Close(); err != nil {
+		return fmt.Errorf("wal: close entries: %w", err)
+	}
+	l.tl = nil
+	if err := os.RemoveAll(old); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	if err := os.Rename(path, old); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(old); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	tl, err := twal.Open(path, l.twalOptions())
+	if err != nil {
+		return fmt.Errorf("wal: open entries after reset: %w", err)
+	}
+	l.tl = tl
+	l.first, l.last = i, i-1
+	l.terms, l.termsFrom = l.terms[:0], i
+	l.dirty = false
+	return nil
+}
+
+// applySnapshot records snapshot s as the one the log starts after. If the
+// log holds s's last entry with its term, the entries after it are kept
+// (Raft, Figure 13, rule 7); otherwise the log is emptied to start after
+// it. The metadata is synced first: a crash in between is finished on
+// the next open.
+func (l *Log) applySnapshot(s core.SnapshotMeta) error {
+	m := l.meta.cur
+	if s.Index <= m.snap.Index {
+		return fmt.Errorf("%w: snapshot at %d is not past the one at %d: %w", ErrInvalid, s.Index, m.snap.Index, core.ErrSnapOutOfDate)
+	}
+	keep := s.Index >= l.first && s.Index <= l.last && l.termAt(s.Index) == s.Term
+	if keep && l.termAt(s.Index) == 0 {
+		t, err := l.readLocked(s.Index, false)
+		keep = err == nil && t.Term == s.Term
+	}
+	m.snap = core.SnapshotMeta{Index: s.Index, Term: s.Term, ConfState: cloneConf(s.ConfState)}
+	m.compactIndex, m.compactTerm = s.Index, s.Term
+	m.hard.Commit = max(m.hard.Commit, s.Index)
+	if err := l.meta.write(m, true); err != nil {
+		return err
+	}
+	if keep {
+		return l.truncateFront(s.Index + 1)
+	}
+	return l.resetTo(s.Index + 1)
+}
+
+// ApplySnapshot records a snapshot this node made or received, like Save
+// with only rd.Snapshot.
+func (l *Log) ApplySnapshot(s core.SnapshotMeta) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return err
+	}
+	return l.fail(l.applySnapshot(s))
+}
+
+// SetSnapshot records that a snapshot of this node's own state exists at
+// s.Index (which must be in the log, and not past the commit index) with
+// s.ConfState, without compacting: core will send it to followers that
+// need entries before FirstIndex. Call it once the snapshot's file is
+// durable.
+func (l *Log) SetSnapshot(s core.SnapshotMeta) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return err
+	}
+	m := l.meta.cur
+	switch {
+	case s.Index <= m.snap.Index:
+		return fmt.Errorf("%w: snapshot at %d is not past the one at %d: %w", ErrInvalid, s.Index, m.snap.Index, core.ErrSnapOutOfDate)
+	case s.Index > l.last || s.Index < l.first:
+		return fmt.Errorf("%w: snapshot at %d outside the log [%d, %d]", ErrInvalid, s.Index, l.first, l.last)
+	}
+	t := l.termAt(s.Index)
+	if t == 0 {
+		e, err := l.readLocked(s.Index, false)
+		if err != nil {
+			return err
+		}
+		t = e.Term
+	}
+	if s.Term != 0 && s.Term != t {
+		return fmt.Errorf("%w: snapshot at %d has term %d, the log's entry has %d", ErrInvalid, s.Index, s.Term, t)
+	}
+	m.snap = core.SnapshotMeta{Index: s.Index, Term: t, ConfState: cloneConf(s.ConfState)}
+	return l.fail(l.meta.write(m, true))
+}
+
+// Compact removes the entries up to and including i, which must not be
+// past the snapshot: FirstIndex becomes i+1, and Term(i) still answers.
+func (l *Log) Compact(i core.Index) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return err
+	}
+	m := l.meta.cur
+	switch {
+	case i < l.first:
+		return core.ErrCompacted
+	case i > m.snap.Index:
+		return fmt.Errorf("%w: compact %d past the snapshot at %d; record a snapshot first", ErrInvalid, i, m.snap.Index)
+	case i > l.last:
+		return fmt.Errorf("%w: compact %d past the last index %d: %w", ErrInvalid, i, l.last, core.ErrUnavailable)
+	}
+	t := l.termAt(i)
+	if t == 0 {
+		e, err := l.readLocked(i, false)
+		if err != nil {
+			return err
+		}
+		t = e.Term
+	}
+	m.compactIndex, m.compactTerm = i, t
+	if err := l.fail(l.meta.write(m, true)); err != nil {
+		return err
+	}
+	return l.fail(l.truncateFront(i + 1))
+}
+
+// Sync fsyncs the entries written so far.
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return err
+	}
+	if !l.dirty {
+		return nil
+	}
+	return l.fail(l.syncEntries())
+}
+
+func (l *Log) syncLoop() {
+	defer close(l.done)
+	t := time.NewTicker(l.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			_ = l.Sync() // a failure sticks and the next Save reports it
+		}
+	}
+}
+
+// Close syncs what was written and releases the directory.
+func (l *Log) Close() error {
+	if l.stop != nil {
+		close(l.stop)
+		<-l.done
+		l.stop = nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	var err error
+	if l.failed == nil && l.dirty {
+		err = l.syncEntries()
+	}
+	l.closed = true
+	return errors.Join(err, l.closeFiles())
+}
+
+func (l *Log) closeFiles() error {
+	var errs []error
+	if l.tl != nil {
+		errs = append(errs, l.tl.Close())
+		l.tl = nil
+	}
+	if l.meta != nil {
+		errs = append(errs, l.meta.close())
+	}
+	if l.lock != nil {
+		errs = append(errs, l.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Identity returns the cluster and node IDs stored in the log.
+func (l *Log) Identity() (clusterID, nodeID uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.meta.cur.clusterID, l.meta.cur.nodeID
+}
+
+// --- helpers -------------------------------------------------------------
+
+func cloneConf(cs core.ConfState) core.ConfState {
+	clone := func(ids []core.NodeID) []core.NodeID {
+		if len(ids) == 0 {
+			return nil
+		}
+		return slices.Clone(ids)
+	}
+	return core.ConfState{Voters: clone(cs.Voters), VotersOutgoing: clone(cs.VotersOutgoing),
+		Learners: clone(cs.Learners), LearnersNext: clone(cs.LearnersNext), AutoLeave: cs.AutoLeave}
+}
+
+// syncDir fsyncs a directory, so that files created, renamed or removed in
+// it stay so.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("wal: open directory %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("wal: sync directory %s: %w", dir, err)
+	}
+	synced("dir")
+	return nil
+}
