@@ -1294,10 +1294,22 @@ func (s *Sim) checkCommitDurable() error {
 				holders = append(holders, id)
 			}
 		}
+		// An entry of the leader's own term was committed by its own
+		// count: a majority of every half of its configuration holds it.
+		// An older one it may have inherited, committed under an earlier
+		// configuration: then every quorum of the current one (a majority
+		// of each half) must meet a holder, or an election could pass it
+		// by; it is enough that every majority of one half does.
 		cs := who.ConfState
-		if !majority(cs.Voters, holds) || (len(cs.VotersOutgoing) > 0 && !majority(cs.VotersOutgoing, holds)) {
-			return fmt.Errorf("durability: leader %d counts %d as committed, but only nodes %v durably hold entry %d/%d (configuration %s)",
-				who.ID, top, holders, term, i, core.DescribeConfState(cs))
+		var ok bool
+		if term == who.Raft.Term {
+			ok = majority(cs.Voters, holds) && (len(cs.VotersOutgoing) == 0 || majority(cs.VotersOutgoing, holds))
+		} else {
+			ok = meetsEveryMajority(cs.Voters, holds) || meetsEveryMajority(cs.VotersOutgoing, holds)
+		}
+		if !ok {
+			return fmt.Errorf("durability: leader %d of term %d counts %d as committed, but only nodes %v durably hold entry %d/%d (configuration %s)",
+				who.ID, who.Raft.Term, top, holders, term, i, core.DescribeConfState(cs))
 		}
 		s.durableChecked = i
 	}
@@ -1432,6 +1444,18 @@ func sameConf(a, b core.ConfState) bool {
 		slices.Equal(a.Learners, b.Learners) && slices.Equal(a.LearnersNext, b.LearnersNext) && a.AutoLeave == b.AutoLeave
 }
 
+// meetsEveryMajority reports whether every majority of voters includes a
+// member of set: fewer than a majority are outside it.
+func meetsEveryMajority(voters []core.NodeID, set map[core.NodeID]bool) bool {
+	out := 0
+	for _, id := range voters {
+		if !set[id] {
+			out++
+		}
+	}
+	return out <= len(voters)/2 && len(voters) > 0
+}
+
 // majority reports whether more than half of voters are in set.
 func majority(voters []core.NodeID, set map[core.NodeID]bool) bool {
 	n := 0
@@ -1489,7 +1513,9 @@ func (s *Sim) converge(tag string) (int, error) {
 		}
 		done := false
 		if lead := s.Cluster.Leader(); lead != core.None {
-			s.stopRemoved(s.Cluster.Node(lead).ConfState)
+			if err := s.followConf(s.Cluster.Node(lead).ConfState); err != nil {
+				return tick, err
+			}
 			done = true
 			for _, id := range members(s.Cluster.Node(lead).ConfState) {
 				done = done && s.nodes[id].liveDone
@@ -1540,18 +1566,29 @@ func (s *Sim) converge(tag string) (int, error) {
 		s.cfg.LivenessTicks, b.String())
 }
 
-// stopRemoved shuts down the nodes that are not members of cs (removed, or
-// never added), as an operator does once a removal is through: a removed
-// node that never heard of its removal would otherwise keep campaigning,
-// and without pre-vote and check-quorum nothing stops it from disrupting.
-func (s *Sim) stopRemoved(cs core.ConfState) {
+// followConf runs the members of cs (the leader's configuration) and stops
+// the other nodes (removed, or never added), as an operator does: a
+// removed node that never heard of its removal would otherwise keep
+// campaigning, and without pre-vote and check-quorum nothing stops it from
+// disrupting. A node stopped as a non-member that a later configuration
+// names again (a learner whose addition was still being applied) is
+// restarted.
+func (s *Sim) followConf(cs core.ConfState) error {
 	in := members(cs)
-	for _, n := range s.Live() {
-		if !slices.Contains(in, n.ID) {
+	for _, id := range s.Cluster.IDs() {
+		n := s.Cluster.Node(id)
+		switch member := slices.Contains(in, id); {
+		case !member && !n.Down:
 			n.Crash()
-			s.record(fmt.Sprintf("%d liveness: node %d is not a member of %s; stopped", s.step, n.ID, core.DescribeConfState(cs)))
+			s.record(fmt.Sprintf("%d liveness: node %d is not a member of %s; stopped", s.step, id, core.DescribeConfState(cs)))
+		case member && n.Down:
+			s.record(fmt.Sprintf("%d liveness: node %d is a member of %s; restarted", s.step, id, core.DescribeConfState(cs)))
+			if err := s.restart(n, false); err != nil {
+				return err
+			}
 		}
 	}
+	return nil
 }
 
 // tickAll ticks every live node once and checks.
