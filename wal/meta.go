@@ -158,11 +158,13 @@ type metaStore struct {
 	cur    meta
 }
 
-var errNoMeta = errors.New("wal: no valid metadata slot")
+var errNoMeta = fmt.Errorf("%w: no valid metadata slot", ErrCorrupt)
 
 // openMeta opens (or creates) the metadata file and loads the newest valid
-// slot. fresh reports a file that held nothing yet.
-func openMeta(path string) (ms *metaStore, fresh bool, err error) {
+// slot. fresh reports a file that held nothing yet. With noEntries (the log
+// holds no entry), a file whose slots are both invalid is taken for a new
+// log torn in its very first write: nothing was promised from it.
+func openMeta(path string, noEntries bool) (ms *metaStore, fresh bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, false, fmt.Errorf("wal: open metadata: %w", err)
@@ -190,6 +192,16 @@ func openMeta(path string) (ms *metaStore, fresh bool, err error) {
 		if errs[i] == nil && (best < 0 || slots[i].seq > slots[best].seq) {
 			best = i
 		}
+	}
+	// Only the first write of a log goes to slot 0 without slot 1 ever
+	// being written: a file no longer than one slot has seen nothing but
+	// that first, empty, write.
+	if best < 0 && noEntries && fi.Size() <= metaSlotSize {
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			return nil, false, fmt.Errorf("wal: reset metadata: %w", err)
+		}
+		return ms, true, nil
 	}
 	if best < 0 {
 		f.Close()

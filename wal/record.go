@@ -13,7 +13,8 @@ import (
 // A record is one raft entry as stored in a tidwall/wal entry:
 //
 //	byte    format version (recordVersion)
-//	uint32  CRC32C (Castagnoli), big endian, of everything after it
+//	uint32  CRC32C (Castagnoli), big endian, of the version byte and
+//	        everything after the checksum
 //	msgpack array of 4: index (uint), term (uint), type (uint), data (bin)
 //
 // The msgpack is written and read by hand: every length is checked against
@@ -44,8 +45,13 @@ func appendRecord(dst []byte, e *core.Entry) []byte {
 	dst = appendUint(dst, uint64(e.Term))
 	dst = appendUint(dst, uint64(e.Type))
 	dst = appendBin(dst, e.Data)
-	binary.BigEndian.PutUint32(dst[start+1:], crc32.Checksum(dst[start+5:], castagnoli))
+	binary.BigEndian.PutUint32(dst[start+1:], recordCRC(dst[start:]))
 	return dst
+}
+
+// recordCRC is the checksum of a record: its version byte and payload.
+func recordCRC(rec []byte) uint32 {
+	return crc32.Update(crc32.Update(0, castagnoli, rec[:1]), castagnoli, rec[5:])
 }
 
 // appendUint appends x as the shortest msgpack unsigned integer.
@@ -85,7 +91,7 @@ func decodeRecord(rec []byte, copyData bool) (core.Entry, error) {
 	if len(rec) < 6 {
 		return bad("%d bytes, too short (%w)", len(rec), errUnverified)
 	}
-	if got, want := crc32.Checksum(rec[5:], castagnoli), binary.BigEndian.Uint32(rec[1:]); got != want {
+	if got, want := recordCRC(rec), binary.BigEndian.Uint32(rec[1:]); got != want {
 		return bad("checksum %08x, want %08x (%w)", got, want, errUnverified)
 	}
 	if rec[0] != recordVersion {

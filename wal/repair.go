@@ -50,15 +50,6 @@ type segment struct {
 	first core.Index
 }
 
-// lastSegmentStart returns the first index of the last segment, or 0.
-func lastSegmentStart(dir string) uint64 {
-	segs, err := segments(dir)
-	if err != nil || len(segs) == 0 {
-		return 0
-	}
-	return uint64(segs[len(segs)-1].first)
-}
-
 // segmentPath names the segment file that holds (or would hold) entry i of
 // the log in dir, for error messages.
 func segmentPath(dir string, i core.Index) string {
@@ -74,62 +65,139 @@ func segmentPath(dir string, i core.Index) string {
 	return segs[k].path
 }
 
-// repairTail cuts the last segment of the entry directory back to the end
-// of its last whole record whose checksum verifies, then fsyncs the file
-// and the directory. tidwall/wal stores each entry as uvarint(length) and
-// the bytes; a crash in the middle of a write leaves a partial one, which
-// it refuses to open. Only the last segment is ever repaired: damage in an
-// older one is not a torn write.
-func repairTail(dir string, logger *slog.Logger) error {
+// scanned is what checkSegments learned of a log.
+type scanned struct {
+	first, last core.Index // last = first-1 when empty
+	// terms of the newest entries, for the term cache.
+	terms     []core.Term
+	termsFrom core.Index
+	tailBytes int // size of the last segment file
+}
+
+// checkSegments reads every segment file of dir before tidwall/wal opens
+// them. tidwall/wal stores each entry as uvarint(length) and the bytes,
+// with no checksum, and trusts file names: a missing or shortened segment
+// would make it read the wrong entries, or panic. So each file must split
+// into whole records that verify, carrying consecutive indexes from the
+// one its name gives and terms that never decrease, and end where the next
+// file begins.
+//
+// The last file may end in a torn tail, what a crash in the middle of a
+// write leaves: from some offset on, nothing verifies. That tail is cut off
+// (file and directory fsynced). If a record that verifies follows the
+// first one that does not, the damage is not a torn write, and it is an
+// error naming the file, the entry and the offset.
+func checkSegments(dir string, logger *slog.Logger) (scanned, error) {
 	segs, err := segments(dir)
 	if err != nil {
-		return err
+		return scanned{}, err
 	}
+	var sc scanned
 	if len(segs) == 0 {
-		return nil
+		sc.first, sc.last = 1, 0
+		return sc, nil
 	}
-	seg := segs[len(segs)-1]
-	data, err := os.ReadFile(seg.path)
-	if err != nil {
-		return fmt.Errorf("wal: read %s: %w", seg.path, err)
-	}
-	good, n := 0, 0
-	var why error
-	for off := 0; off < len(data); {
-		size, k := binary.Uvarint(data[off:])
-		if k <= 0 || size > uint64(len(data)-off-k) {
-			break // a length or a record cut short: what a torn write leaves
+	sc.first = segs[0].first
+	next := segs[0].first
+	var prevTerm core.Term
+	for k, seg := range segs {
+		last := k == len(segs)-1
+		if seg.first != next {
+			return sc, fmt.Errorf("%w: %s ends at entry %d, but the next segment %s starts at %d: entries are missing or out of place",
+				ErrCorrupt, segs[k-1].path, next-1, seg.path, seg.first)
 		}
-		end := off + k + int(size)
-		if _, err := decodeRecord(data[off+k:end], false); err != nil {
-			if !errors.Is(err, errUnverified) || (end < len(data) && !allZero(data[end:])) {
-				// A whole record that does not verify, with data after
-				// it: damage, not a torn write.
-				why = err
+		data, err := os.ReadFile(seg.path)
+		if err != nil {
+			return sc, fmt.Errorf("wal: read %s: %w", seg.path, err)
+		}
+		off := 0
+		for off < len(data) {
+			e, end, err := parseRecordAt(data, off)
+			if err == nil && e.Index != next {
+				err = fmt.Errorf("%w: record holds entry %d", ErrCorrupt, e.Index)
 			}
-			break
+			if err == nil && e.Term < prevTerm {
+				err = fmt.Errorf("%w: term %d after term %d", ErrCorrupt, e.Term, prevTerm)
+			}
+			if err != nil {
+				torn := last && errors.Is(err, errUnverified) && !verifiesAfter(data, off+1, next)
+				if !torn {
+					return sc, fmt.Errorf("wal: %s: entry %d at offset %d: %w", seg.path, next, off, err)
+				}
+				logger.Warn("cutting a torn tail", "file", seg.path, "from_entry", uint64(next), "offset", off, "size", len(data), "err", err)
+				if err := cutFile(seg.path, off); err != nil {
+					return sc, err
+				}
+				data = data[:off]
+				break
+			}
+			prevTerm = e.Term
+			if next != sc.termsFrom+core.Index(len(sc.terms)) {
+				sc.terms, sc.termsFrom = sc.terms[:0], next
+			}
+			if len(sc.terms) == 2*termCacheSize {
+				n := copy(sc.terms, sc.terms[termCacheSize:])
+				sc.terms, sc.termsFrom = sc.terms[:n], sc.termsFrom+termCacheSize
+			}
+			sc.terms = append(sc.terms, e.Term)
+			next++
+			off = end
 		}
-		off = end
-		good, n = off, n+1
+		if last {
+			sc.tailBytes = len(data)
+		}
 	}
-	if why != nil {
-		return fmt.Errorf("wal: %s: record %d at offset %d (entry %d): %w", seg.path, n, good, uint64(seg.first)+uint64(n), why)
+	sc.last = next - 1
+	return sc, nil
+}
+
+// parseRecordAt reads the tidwall/wal entry at off: uvarint(length), then a
+// record. A length past the end is an unverified (torn) record.
+func parseRecordAt(data []byte, off int) (core.Entry, int, error) {
+	size, k := binary.Uvarint(data[off:])
+	if k <= 0 || size > uint64(len(data)-off-k) {
+		return core.Entry{}, 0, fmt.Errorf("%w: record: length cut short or past the end (%w)", ErrCorrupt, errUnverified)
 	}
-	if good == len(data) {
-		return fmt.Errorf("wal: %s: tidwall/wal refuses the log, but every record of the last segment verifies", seg.path)
+	end := off + k + int(size)
+	e, err := decodeRecord(data[off+k:end], false)
+	return e, end, err
+}
+
+// verifiesAfter reports whether some record that verifies starts at or
+// after off, for an entry after next-1: evidence that the bytes before it
+// are damage, not a torn write. Candidates are screened cheaply (a
+// plausible length, version byte and array header) before their checksum
+// is computed, so that a long tail of garbage does not take quadratic time.
+func verifiesAfter(data []byte, off int, next core.Index) bool {
+	for p := off; p < len(data); p++ {
+		size, k := binary.Uvarint(data[p:])
+		if k <= 0 || size < 7 || size > uint64(len(data)-p-k) {
+			continue
+		}
+		rec := data[p+k : p+k+int(size)]
+		if rec[0] != recordVersion || rec[5] != 0x94 {
+			continue
+		}
+		if e, err := decodeRecord(rec, false); err == nil && e.Index >= next {
+			return true
+		}
 	}
-	logger.Warn("cutting a torn tail", "file", seg.path, "records", n, "offset", good, "size", len(data))
-	f, err := os.OpenFile(seg.path, os.O_RDWR, 0)
+	return false
+}
+
+// cutFile truncates path to size and makes that durable.
+func cutFile(path string, size int) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("wal: open %s: %w", seg.path, err)
+		return fmt.Errorf("wal: open %s: %w", path, err)
 	}
 	defer f.Close()
-	if err := f.Truncate(int64(good)); err != nil {
-		return fmt.Errorf("wal: cut %s at offset %d: %w", seg.path, good, err)
+	if err := f.Truncate(int64(size)); err != nil {
+		return fmt.Errorf("wal: cut %s at offset %d: %w", path, size, err)
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("wal: sync %s: %w", seg.path, err)
+		return fmt.Errorf("wal: sync %s: %w", path, err)
 	}
 	synced("entries")
-	return syncDir(dir)
+	return syncDir(filepath.Dir(path))
 }

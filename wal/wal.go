@@ -133,6 +133,11 @@ type Log struct {
 	batch     twal.Batch
 	buf       []byte
 	dirty     bool // entries written and not yet fsynced
+	// tailBytes follows the size of tidwall/wal's tail segment, to know
+	// when a write starts a new segment file (whose name then needs a
+	// directory fsync); dirDirty says one is due.
+	tailBytes int
+	dirDirty  bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -159,12 +164,20 @@ func Open(dir string, opts Options) (*Log, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, entriesDir), 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err
+	}
+	if err := finishReset(dir); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, entriesDir), 0o750); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
 	}
 	l := &Log{dir: dir, opts: opts, logger: logger.With("wal", dir), lock: lock}
 	if err := l.open(); err != nil {
@@ -179,9 +192,24 @@ func Open(dir string, opts Options) (*Log, error) {
 }
 
 func (l *Log) open() error {
-	ms, fresh, err := openMeta(filepath.Join(l.dir, metaFile))
+	segs, err := segments(filepath.Join(l.dir, entriesDir))
 	if err != nil {
 		return err
+	}
+	hasEntries := false
+	for _, seg := range segs {
+		if fi, err := os.Stat(seg.path); err == nil && (fi.Size() > 0 || seg.first > 1) {
+			hasEntries = true
+		}
+	}
+	ms, fresh, err := openMeta(filepath.Join(l.dir, metaFile), !hasEntries)
+	if err != nil {
+		return err
+	}
+	if fresh && hasEntries {
+		ms.close()
+		return fmt.Errorf("%w: %s: the metadata file is missing or empty, but the log holds entries: term and vote are lost",
+			ErrCorrupt, filepath.Join(l.dir, metaFile))
 	}
 	l.meta = ms
 	m := ms.cur
@@ -222,76 +250,32 @@ func (l *Log) twalOptions() *twal.Options {
 	return &o
 }
 
-// openEntries opens the entry log, repairing a torn tail, and verifies
-// every record.
+// openEntries checks every segment file (cutting a torn tail) and opens
+// the entry log.
 func (l *Log) openEntries() error {
 	path := filepath.Join(l.dir, entriesDir)
-	tl, err := twal.Open(path, l.twalOptions())
-	if errors.Is(err, twal.ErrCorrupt) {
-		// tidwall/wal refuses a last segment cut in the middle of a
-		// record; cut it back to the last whole, verified record.
-		if err := repairTail(path, l.logger); err != nil {
-			return err
-		}
-		tl, err = twal.Open(path, l.twalOptions())
+	sc, err := checkSegments(path, l.logger)
+	if err != nil {
+		return err
 	}
+	tl, err := twal.Open(path, l.twalOptions())
 	if err != nil {
 		return fmt.Errorf("wal: open entries in %s: %w", path, err)
 	}
 	l.tl = tl
-	first, err := tl.FirstIndex()
-	if err != nil {
+	first, err1 := tl.FirstIndex()
+	last, err2 := tl.LastIndex()
+	if err := errors.Join(err1, err2); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
-	last, err := tl.LastIndex()
-	if err != nil {
-		return fmt.Errorf("wal: %w", err)
+	if core.Index(first) != sc.first || core.Index(last) != sc.last {
+		return fmt.Errorf("%w: %s: tidwall/wal sees entries [%d, %d], the files hold [%d, %d]",
+			ErrCorrupt, path, first, last, sc.first, sc.last)
 	}
-	l.first, l.last = core.Index(first), core.Index(last)
-	return l.verify()
-}
-
-// verify reads every record: each must decode with a good checksum, carry
-// its own index, and a term no lower than the one before. A bad record in
-// the last segment with nothing valid after it is a torn tail and is cut
-// off; anything else is an error.
-func (l *Log) verify() error {
-	lastSeg := lastSegmentStart(filepath.Join(l.dir, entriesDir))
-	var prev core.Term
-	l.terms, l.termsFrom = nil, l.first
-	for i := l.first; i <= l.last; i++ {
-		e, err := l.readLocked(i, false)
-		if err == nil && e.Term < prev {
-			err = fmt.Errorf("%w: term %d after term %d", ErrCorrupt, e.Term, prev)
-		}
-		if err != nil {
-			if uint64(i) >= lastSeg && errors.Is(err, errUnverified) && l.tailIsGarbage(i) {
-				l.logger.Warn("cutting a torn tail", "from_index", uint64(i), "last_index", uint64(l.last), "err", err)
-				if err := l.truncateBack(i - 1); err != nil {
-					return err
-				}
-				if err := syncDir(filepath.Join(l.dir, entriesDir)); err != nil {
-					return err
-				}
-				break
-			}
-			return fmt.Errorf("wal: %s: entry %d: %w", segmentPath(l.dir, i), i, err)
-		}
-		prev = e.Term
-		l.pushTerm(i, e.Term)
-	}
+	l.first, l.last = sc.first, sc.last
+	l.terms, l.termsFrom = sc.terms, sc.termsFrom
+	l.tailBytes = sc.tailBytes
 	return nil
-}
-
-// tailIsGarbage reports whether no record from i on decodes: what a torn
-// write leaves, as opposed to damage in the middle of valid data.
-func (l *Log) tailIsGarbage(i core.Index) bool {
-	for j := i + 1; j <= l.last; j++ {
-		if _, err := l.readLocked(j, false); !errors.Is(err, errUnverified) {
-			return false
-		}
-	}
-	return true
 }
 
 // reconcile brings the entry log in line with the metadata after a crash
@@ -300,8 +284,12 @@ func (l *Log) tailIsGarbage(i core.Index) bool {
 func (l *Log) reconcile() error {
 	m := l.meta.cur
 	snap := m.snap.Index
+	snapTerm, err := l.termOf(snap)
+	if err != nil && snap >= l.first && snap <= l.last {
+		return err
+	}
 	switch {
-	case snap > l.last || (snap >= l.first && l.termAt(snap) != m.snap.Term):
+	case snap > l.last || (snap >= l.first && snapTerm != m.snap.Term):
 		// A snapshot past the log, or not matching it: the log starts
 		// after it.
 		if snap > 0 && (l.last >= l.first || l.first != snap+1) {
@@ -316,12 +304,12 @@ func (l *Log) reconcile() error {
 		}
 	}
 	if want := m.compactIndex + 1; l.first > want && !(l.first == snap+1 && snap > 0) {
-		return fmt.Errorf("wal: %s: the log starts at %d, but was compacted at %d and the snapshot is at %d: entries are missing",
-			filepath.Join(l.dir, entriesDir), l.first, m.compactIndex, snap)
+		return fmt.Errorf("%w: %s: the log starts at %d, but was compacted at %d and the snapshot is at %d: entries are missing",
+			ErrCorrupt, filepath.Join(l.dir, entriesDir), l.first, m.compactIndex, snap)
 	}
 	if l.first > snap+1 && snap > 0 {
-		return fmt.Errorf("wal: %s: the log starts at %d, past the snapshot at %d: a gap",
-			filepath.Join(l.dir, entriesDir), l.first, snap)
+		return fmt.Errorf("%w: %s: the log starts at %d, past the snapshot at %d: a gap",
+			ErrCorrupt, filepath.Join(l.dir, entriesDir), l.first, snap)
 	}
 	return nil
 }
@@ -380,14 +368,7 @@ func (l *Log) Term(i core.Index) (core.Term, error) {
 	if i > l.last {
 		return 0, core.ErrUnavailable
 	}
-	if t := l.termAt(i); t != 0 {
-		return t, nil
-	}
-	e, err := l.readLocked(i, false)
-	if err != nil {
-		return 0, fmt.Errorf("wal: %s: entry %d: %w", segmentPath(l.dir, i), i, err)
-	}
-	return e.Term, nil
+	return l.termOf(i)
 }
 
 // LastIndex implements core.Storage.
@@ -437,6 +418,22 @@ func (l *Log) termAt(i core.Index) core.Term {
 	return 0
 }
 
+// termOf returns the term of entry i in [first-1, last], from the cache
+// or the disk.
+func (l *Log) termOf(i core.Index) (core.Term, error) {
+	if t := l.termAt(i); t != 0 {
+		return t, nil
+	}
+	if i < l.first || i > l.last {
+		return 0, fmt.Errorf("%w: term of %d outside the log [%d, %d]", ErrInvalid, i, l.first, l.last)
+	}
+	e, err := l.readLocked(i, false)
+	if err != nil {
+		return 0, fmt.Errorf("wal: %s: entry %d: %w", segmentPath(l.dir, i), i, err)
+	}
+	return e.Term, nil
+}
+
 func (l *Log) pushTerm(i core.Index, t core.Term) {
 	if i != l.termsFrom+core.Index(len(l.terms)) {
 		l.terms, l.termsFrom = l.terms[:0], i
@@ -449,15 +446,23 @@ func (l *Log) pushTerm(i core.Index, t core.Term) {
 	l.terms = append(l.terms, t)
 }
 
-// readLocked reads and verifies entry i.
-func (l *Log) readLocked(i core.Index, copyData bool) (core.Entry, error) {
-	rec, err := l.tl.Read(uint64(i))
+// readLocked reads and verifies entry i. Open checked every file, but a
+// file changed under us since must still give an error, never a panic.
+func (l *Log) readLocked(i core.Index, copyData bool) (e core.Entry, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			e, err = core.Entry{}, fmt.Errorf("%w: reading entry %d: %v", ErrCorrupt, i, p)
+		}
+	}()
+	var rec []byte
+	rec, err = l.tl.Read(uint64(i))
 	if err != nil {
 		return core.Entry{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	// tidwall/wal hands out a copy: the entry may alias it.
-	e, err := decodeRecord(rec, false)
+	// tidwall/wal hands out a copy; the entry may alias it.
 	_ = copyData
+	e, err = decodeRecord(rec, false)
 	if err != nil {
 		return core.Entry{}, err
 	}
@@ -580,6 +585,19 @@ func (l *Log) append(ents []core.Entry) error {
 	for i := range ents {
 		l.batch.Write(uint64(ents[i].Index), buf[offs[i]:offs[i+1]])
 	}
+	// Follow tidwall/wal's rule for starting a new segment: before the
+	// batch if the tail is over the size, and after any entry that brings
+	// it to the size.
+	if l.tailBytes > l.opts.SegmentSize {
+		l.tailBytes, l.dirDirty = 0, true
+	}
+	for i := range ents {
+		n := offs[i+1] - offs[i]
+		l.tailBytes += uvarintLen(uint64(n)) + n
+		if l.tailBytes >= l.opts.SegmentSize {
+			l.tailBytes, l.dirDirty = 0, true
+		}
+	}
 	if err := l.tl.WriteBatch(&l.batch); err != nil {
 		return fmt.Errorf("wal: write entries %d..%d: %w", first, ents[len(ents)-1].Index, err)
 	}
@@ -600,6 +618,42 @@ func (l *Log) syncEntries() error {
 	}
 	synced("entries")
 	l.dirty = false
+	if l.dirDirty {
+		// A new segment file (or a truncation's renames): its name must
+		// be durable too.
+		if err := syncDir(filepath.Join(l.dir, entriesDir)); err != nil {
+			return err
+		}
+		l.dirDirty = false
+	}
+	return nil
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+// refreshTail re-reads the tail segment's size after tidwall/wal rewrote
+// files (a truncation), and marks the directory for a sync.
+func (l *Log) refreshTail() error {
+	l.dirDirty = true
+	segs, err := segments(filepath.Join(l.dir, entriesDir))
+	if err != nil {
+		return err
+	}
+	l.tailBytes = 0
+	if len(segs) > 0 {
+		fi, err := os.Stat(segs[len(segs)-1].path)
+		if err != nil {
+			return fmt.Errorf("wal: %w", err)
+		}
+		l.tailBytes = int(fi.Size())
+	}
 	return nil
 }
 
@@ -612,6 +666,10 @@ func (l *Log) truncateBack(i core.Index) error {
 		return fmt.Errorf("wal: remove entries after %d: %w", i, err)
 	}
 	l.last = i
+	l.dirty = true
+	if err := l.refreshTail(); err != nil {
+		return err
+	}
 	if i+1 < l.termsFrom {
 		l.terms, l.termsFrom = l.terms[:0], i+1
 	} else if n := i + 1 - l.termsFrom; n < core.Index(len(l.terms)) {
@@ -632,7 +690,10 @@ func (l *Log) truncateFront(i core.Index) error {
 		return fmt.Errorf("wal: remove entries before %d: %w", i, err)
 	}
 	l.first = i
-	return nil
+	if err := l.refreshTail(); err != nil {
+		return err
+	}
+	return syncDir(filepath.Join(l.dir, entriesDir))
 }
 
 // resetTo empties the entry log so that the next entry is i. tidwall/wal
@@ -685,7 +746,32 @@ func (l *Log) resetTo(i core.Index) error {
 	l.tl = tl
 	l.first, l.last = i, i-1
 	l.terms, l.termsFrom = l.terms[:0], i
-	l.dirty = false
+	l.dirty, l.dirDirty, l.tailBytes = false, false, 0
+	return nil
+}
+
+// finishReset completes a resetTo that a crash interrupted: if the entry
+// directory was moved aside but the new one not yet put in place, the new
+// one goes in; leftovers of either side are removed. The metadata already
+// records the snapshot the new log starts after.
+func finishReset(dir string) error {
+	path := filepath.Join(dir, entriesDir)
+	tmp, old := path+".new", path+".old"
+	if _, err := os.Stat(path); os.IsNotExist(err) {
+		if _, err := os.Stat(tmp); err == nil {
+			if err := os.Rename(tmp, path); err != nil {
+				return fmt.Errorf("wal: %w", err)
+			}
+			if err := syncDir(dir); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range []string{tmp, old} {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("wal: remove leftover %s: %w", p, err)
+		}
+	}
 	return nil
 }
 
@@ -699,10 +785,13 @@ func (l *Log) applySnapshot(s core.SnapshotMeta) error {
 	if s.Index <= m.snap.Index {
 		return fmt.Errorf("%w: snapshot at %d is not past the one at %d: %w", ErrInvalid, s.Index, m.snap.Index, core.ErrSnapOutOfDate)
 	}
-	keep := s.Index >= l.first && s.Index <= l.last && l.termAt(s.Index) == s.Term
-	if keep && l.termAt(s.Index) == 0 {
-		t, err := l.readLocked(s.Index, false)
-		keep = err == nil && t.Term == s.Term
+	keep := false
+	if s.Index >= l.first && s.Index <= l.last {
+		t, err := l.termOf(s.Index)
+		if err != nil {
+			return err
+		}
+		keep = t == s.Term
 	}
 	m.snap = core.SnapshotMeta{Index: s.Index, Term: s.Term, ConfState: cloneConf(s.ConfState)}
 	m.compactIndex, m.compactTerm = s.Index, s.Term
@@ -745,13 +834,9 @@ func (l *Log) SetSnapshot(s core.SnapshotMeta) error {
 	case s.Index > l.last || s.Index < l.first:
 		return fmt.Errorf("%w: snapshot at %d outside the log [%d, %d]", ErrInvalid, s.Index, l.first, l.last)
 	}
-	t := l.termAt(s.Index)
-	if t == 0 {
-		e, err := l.readLocked(s.Index, false)
-		if err != nil {
-			return err
-		}
-		t = e.Term
+	t, err := l.termOf(s.Index)
+	if err != nil {
+		return err
 	}
 	if s.Term != 0 && s.Term != t {
 		return fmt.Errorf("%w: snapshot at %d has term %d, the log's entry has %d", ErrInvalid, s.Index, s.Term, t)
@@ -777,13 +862,9 @@ func (l *Log) Compact(i core.Index) error {
 	case i > l.last:
 		return fmt.Errorf("%w: compact %d past the last index %d: %w", ErrInvalid, i, l.last, core.ErrUnavailable)
 	}
-	t := l.termAt(i)
-	if t == 0 {
-		e, err := l.readLocked(i, false)
-		if err != nil {
-			return err
-		}
-		t = e.Term
+	t, err := l.termOf(i)
+	if err != nil {
+		return err
 	}
 	m.compactIndex, m.compactTerm = i, t
 	if err := l.fail(l.meta.write(m, true)); err != nil {
