@@ -879,6 +879,11 @@ func (s *Sim) FinishReady(n *Node) error {
 	if !n.pending.Snapshot.IsEmpty() {
 		s.res.Installs++
 	}
+	// Commit indexes counted so far were counted under the configuration
+	// in force before this Ready applies any change: check them now.
+	if err := s.checkCommitDurable(); err != nil {
+		return err
+	}
 	reads := len(n.ReadStates)
 	if err := n.FinishReady(s.Cluster); err != nil {
 		return err
@@ -1262,8 +1267,8 @@ func (s *Sim) checkCommitDurable() error {
 	var top core.Index
 	var who *Node
 	for _, n := range s.Live() {
-		if c := s.nodes[n.ID].commit; c > top && n.Raft.Status().Role == core.RoleLeader {
-			top, who = c, n
+		if st := n.Raft.Status(); st.Commit > top && st.Role == core.RoleLeader {
+			top, who = st.Commit, n
 		}
 	}
 	// Followers learn commit indexes from leaders, and a restarted node
@@ -1490,6 +1495,9 @@ func (s *Sim) liveness() error {
 		}
 	}
 	s.record(fmt.Sprintf("%d liveness: healed, all nodes up", s.step))
+	if err := s.check(); err != nil {
+		return err
+	}
 	ticks, err := s.converge("a")
 	s.res.LivenessTicks = ticks
 	if err != nil {
