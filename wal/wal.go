@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,6 +140,10 @@ type Log struct {
 	// directory fsync); dirDirty says one is due.
 	tailBytes int
 	dirDirty  bool
+	// lazyHard is a hard state whose only change is the commit index,
+	// not yet written; lazyN counts such changes since the last write.
+	lazyHard core.HardState
+	lazyN    int
 
 	stop chan struct{}
 	done chan struct{}
@@ -172,6 +178,10 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	if err := finishReset(dir); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	if err := finishTruncation(filepath.Join(dir, entriesDir)); err != nil {
 		lock.Close()
 		return nil, err
 	}
@@ -322,7 +332,7 @@ func (l *Log) InitialState() (core.HardState, core.ConfState, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	m := l.meta.cur
-	hs := m.hard
+	hs := l.hard()
 	if !hs.IsEmpty() || m.snap.Index > 0 {
 		hs.Commit = max(hs.Commit, m.snap.Index)
 	}
@@ -528,10 +538,22 @@ func (l *Log) save(rd core.Ready) error {
 			return err
 		}
 	}
-	if hs := rd.HardState; !hs.IsEmpty() && hs != l.meta.cur.hard {
+	if hs := rd.HardState; !hs.IsEmpty() && hs != l.hard() {
 		m := l.meta.cur
-		mustSync := hs.Term != m.hard.Term || hs.Vote != m.hard.Vote
-		if mustSync && l.dirty {
+		if hs.Term == m.hard.Term && hs.Vote == m.hard.Vote {
+			// Only the commit index moved. It may be lost (core starts
+			// at least at the snapshot and at what was applied), so it
+			// is written every lazyCommitWrites changes, and with any
+			// other metadata write, rather than once per Ready: a write
+			// per Ready costs the next fsync a second file.
+			l.lazyHard, l.lazyN = hs, l.lazyN+1
+			if l.lazyN < lazyCommitWrites {
+				return nil
+			}
+			m.hard = hs
+			return l.writeMeta(m, false)
+		}
+		if l.dirty {
 			// The vote may rest on these entries (a candidate's own log):
 			// they go to disk first.
 			if err := l.syncEntries(); err != nil {
@@ -539,10 +561,32 @@ func (l *Log) save(rd core.Ready) error {
 			}
 		}
 		m.hard = hs
-		if err := l.meta.write(m, mustSync); err != nil {
-			return err
-		}
+		return l.writeMeta(m, true)
 	}
+	return nil
+}
+
+// lazyCommitWrites is how many commit-only hard state changes go unwritten
+// before one is written.
+const lazyCommitWrites = 64
+
+// hard returns the newest hard state, written or not.
+func (l *Log) hard() core.HardState {
+	if l.lazyN > 0 {
+		return l.lazyHard
+	}
+	return l.meta.cur.hard
+}
+
+// writeMeta writes m, carrying a newer commit index not yet written.
+func (l *Log) writeMeta(m meta, sync bool) error {
+	if l.lazyN > 0 && l.lazyHard.Term == m.hard.Term && l.lazyHard.Vote == m.hard.Vote {
+		m.hard.Commit = max(m.hard.Commit, l.lazyHard.Commit)
+	}
+	if err := l.meta.write(m, sync); err != nil {
+		return err
+	}
+	l.lazyN = 0
 	return nil
 }
 
@@ -750,6 +794,65 @@ func (l *Log) resetTo(i core.Index) error {
 	return nil
 }
 
+// finishTruncation completes a tidwall/wal truncation that a crash
+// interrupted, as tidwall/wal itself would on open, so that the segment
+// files can be checked before it opens them: a TruncateFront leaves the
+// new first segment as NAME.START (the segments before it go), a
+// TruncateBack the new last one as NAME.END (the segments after it go).
+func finishTruncation(dir string) error {
+	des, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("wal: read %s: %w", dir, err)
+	}
+	var start, end string
+	for _, de := range des {
+		switch name := de.Name(); {
+		case len(name) == 26 && strings.HasSuffix(name, ".START"):
+			start = name
+		case len(name) == 24 && strings.HasSuffix(name, ".END") && end == "":
+			end = name
+		}
+	}
+	if start == "" && end == "" {
+		return nil
+	}
+	if start != "" && end != "" {
+		return fmt.Errorf("%w: %s holds both %s and %s", ErrCorrupt, dir, start, end)
+	}
+	segs, err := segments(dir)
+	if err != nil {
+		return err
+	}
+	if start != "" {
+		first, _ := strconv.ParseUint(start[:20], 10, 64)
+		for _, seg := range segs {
+			if uint64(seg.first) < first || uint64(seg.first) == first {
+				if err := os.Remove(seg.path); err != nil {
+					return fmt.Errorf("wal: finish truncation: %w", err)
+				}
+			}
+		}
+		if err := os.Rename(filepath.Join(dir, start), filepath.Join(dir, start[:20])); err != nil {
+			return fmt.Errorf("wal: finish truncation: %w", err)
+		}
+	} else {
+		first, _ := strconv.ParseUint(end[:20], 10, 64)
+		for _, seg := range segs {
+			if uint64(seg.first) >= first {
+				if err := os.Remove(seg.path); err != nil {
+					return fmt.Errorf("wal: finish truncation: %w", err)
+				}
+			}
+		}
+		if err := os.Rename(filepath.Join(dir, end), filepath.Join(dir, end[:20])); err != nil {
+			return fmt.Errorf("wal: finish truncation: %w", err)
+		}
+	}
+	return syncDir(dir)
+}
+
 // finishReset completes a resetTo that a crash interrupted: if the entry
 // directory was moved aside but the new one not yet put in place, the new
 // one goes in; leftovers of either side are removed. The metadata already
@@ -796,7 +899,7 @@ func (l *Log) applySnapshot(s core.SnapshotMeta) error {
 	m.snap = core.SnapshotMeta{Index: s.Index, Term: s.Term, ConfState: cloneConf(s.ConfState)}
 	m.compactIndex, m.compactTerm = s.Index, s.Term
 	m.hard.Commit = max(m.hard.Commit, s.Index)
-	if err := l.meta.write(m, true); err != nil {
+	if err := l.writeMeta(m, true); err != nil {
 		return err
 	}
 	if keep {
@@ -842,7 +945,7 @@ func (l *Log) SetSnapshot(s core.SnapshotMeta) error {
 		return fmt.Errorf("%w: snapshot at %d has term %d, the log's entry has %d", ErrInvalid, s.Index, s.Term, t)
 	}
 	m.snap = core.SnapshotMeta{Index: s.Index, Term: t, ConfState: cloneConf(s.ConfState)}
-	return l.fail(l.meta.write(m, true))
+	return l.fail(l.writeMeta(m, true))
 }
 
 // Compact removes the entries up to and including i, which must not be
@@ -867,7 +970,7 @@ func (l *Log) Compact(i core.Index) error {
 		return err
 	}
 	m.compactIndex, m.compactTerm = i, t
-	if err := l.fail(l.meta.write(m, true)); err != nil {
+	if err := l.fail(l.writeMeta(m, true)); err != nil {
 		return err
 	}
 	return l.fail(l.truncateFront(i + 1))
@@ -915,6 +1018,9 @@ func (l *Log) Close() error {
 	var err error
 	if l.failed == nil && l.dirty {
 		err = l.syncEntries()
+	}
+	if l.failed == nil && l.lazyN > 0 {
+		err = errors.Join(err, l.writeMeta(l.meta.cur, true))
 	}
 	l.closed = true
 	return errors.Join(err, l.closeFiles())

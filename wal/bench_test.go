@@ -1,0 +1,165 @@
+package wal
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	twal "github.com/tidwall/wal"
+
+	"github.com/stepraft/stepraft/core"
+)
+
+// The benchmark grid: every policy, entry size and entries per Save.
+var (
+	benchPolicies = []SyncPolicy{SyncEachBatch, SyncInterval, SyncNever}
+	benchSizes    = []int{128, 4 << 10}
+	benchBatches  = []int{1, 64, 512}
+)
+
+// benchCompactBytes is how much payload a benchmark writes between two
+// compactions, so that a long run keeps its disk use bounded (about this
+// plus a segment). Compaction runs with the timer stopped: it is not what
+// is measured, and tidwall/wal rewrites a segment to do it.
+const benchCompactBytes = 64 << 20
+
+func benchPayload(size int) []byte {
+	r := rand.New(rand.NewPCG(1, uint64(size)))
+	p := make([]byte, size)
+	for i := range p {
+		p[i] = byte(r.Uint32())
+	}
+	return p
+}
+
+// BenchmarkSave measures Save of Readys as a leader produces them: batch
+// new entries and a hard state whose commit moves (the previous batch
+// committed) while term and vote stay. One op is one Save; entries/s and
+// MB/s (payload only) are derived from it, and fsyncs/op counts the fsyncs
+// the log made (tidwall/wal's own fsync at a segment roll is not counted).
+func BenchmarkSave(b *testing.B) {
+	for _, p := range benchPolicies {
+		for _, size := range benchSizes {
+			for _, batch := range benchBatches {
+				b.Run(fmt.Sprintf("%s/size=%d/batch=%d", p, size, batch), func(b *testing.B) {
+					benchSave(b, p, size, batch)
+				})
+			}
+		}
+	}
+}
+
+func benchSave(b *testing.B, policy SyncPolicy, size, batch int) {
+	var fsyncs atomic.Int64
+	testHookSynced = func(string) { fsyncs.Add(1) }
+	defer func() { testHookSynced = nil }()
+
+	l, err := Open(b.TempDir(), Options{Sync: policy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	hs := core.HardState{Term: 1, Vote: 1}
+	if err := l.Save(core.Ready{HardState: hs, MustSync: true}); err != nil {
+		b.Fatal(err)
+	}
+	data := benchPayload(size)
+	ents := make([]core.Entry, batch)
+	next := core.Index(1)
+	written := 0
+	fsyncs.Store(0)
+	b.SetBytes(int64(size * batch))
+	ops := 0
+	for b.Loop() {
+		for j := range ents {
+			ents[j] = core.Entry{Index: next + core.Index(j), Term: 1, Type: core.EntryNormal, Data: data}
+		}
+		hs.Commit = next - 1
+		if err := l.Save(core.Ready{HardState: hs, Entries: ents, MustSync: true}); err != nil {
+			b.Fatal(err)
+		}
+		next += core.Index(batch)
+		ops++
+		if written += size * batch; written >= benchCompactBytes {
+			b.StopTimer()
+			snap := core.SnapshotMeta{Index: hs.Commit, Term: 1, ConfState: core.ConfState{Voters: []core.NodeID{1}}}
+			if err := l.SetSnapshot(snap); err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Compact(snap.Index); err != nil {
+				b.Fatal(err)
+			}
+			written = 0
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(float64(ops*batch)/b.Elapsed().Seconds(), "entries/s")
+	b.ReportMetric(float64(fsyncs.Load())/float64(ops), "fsyncs/op")
+}
+
+// BenchmarkRawTidwall is the floor BenchmarkSave is compared with:
+// tidwall/wal alone, one WriteBatch of the same payloads per op, opened
+// like the log opens it (NoSync, AllowEmpty, the same segment size).
+// "sync" adds one Sync per batch (compare with SyncEachBatch); "nosync"
+// never syncs (tidwall/wal still fsyncs at a segment roll).
+func BenchmarkRawTidwall(b *testing.B) {
+	for _, synced := range []bool{true, false} {
+		name := "nosync"
+		if synced {
+			name = "sync"
+		}
+		for _, size := range benchSizes {
+			for _, batch := range benchBatches {
+				b.Run(fmt.Sprintf("%s/size=%d/batch=%d", name, size, batch), func(b *testing.B) {
+					benchRawTidwall(b, synced, size, batch)
+				})
+			}
+		}
+	}
+}
+
+func benchRawTidwall(b *testing.B, synced bool, size, batch int) {
+	o := *twal.DefaultOptions
+	o.NoSync = true
+	o.AllowEmpty = true
+	o.SegmentSize = defaultSegment
+	o.SegmentCacheSize = 2
+	tl, err := twal.Open(filepath.Join(b.TempDir(), entriesDir), &o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tl.Close()
+	data := benchPayload(size)
+	var bt twal.Batch
+	next := uint64(1)
+	written := 0
+	b.SetBytes(int64(size * batch))
+	ops := 0
+	for b.Loop() {
+		bt.Clear()
+		for j := range batch {
+			bt.Write(next+uint64(j), data)
+		}
+		if err := tl.WriteBatch(&bt); err != nil {
+			b.Fatal(err)
+		}
+		if synced {
+			if err := tl.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		next += uint64(batch)
+		ops++
+		if written += size * batch; written >= benchCompactBytes {
+			b.StopTimer()
+			if err := tl.TruncateFront(next - uint64(batch)); err != nil {
+				b.Fatal(err)
+			}
+			written = 0
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(float64(ops*batch)/b.Elapsed().Seconds(), "entries/s")
+}
