@@ -134,6 +134,7 @@ type Log struct {
 	termsFrom core.Index
 	batch     twal.Batch
 	buf       []byte
+	offs      []int
 	dirty     bool // entries written and not yet fsynced
 	// tailBytes follows the size of tidwall/wal's tail segment, to know
 	// when a write starts a new segment file (whose name then needs a
@@ -608,7 +609,7 @@ func (l *Log) append(ents []core.Entry) error {
 	}
 	l.batch.Clear()
 	buf := l.buf[:0]
-	offs := make([]int, 0, len(ents)+1)
+	offs := l.offs[:0]
 	for i := range ents {
 		e := &ents[i]
 		switch {
@@ -646,7 +647,7 @@ func (l *Log) append(ents []core.Entry) error {
 		return fmt.Errorf("wal: write entries %d..%d: %w", first, ents[len(ents)-1].Index, err)
 	}
 	if cap(buf) <= 4<<20 {
-		l.buf = buf
+		l.buf, l.offs = buf, offs
 	}
 	for i := range ents {
 		l.pushTerm(ents[i].Index, ents[i].Term)
