@@ -2,7 +2,11 @@ module github.com/stepraft/stepraft
 
 go 1.26
 
-require github.com/cockroachdb/datadriven v1.0.3
+require (
+	github.com/cockroachdb/datadriven v1.0.3
+	github.com/tidwall/wal v1.2.1
+	github.com/vmihailenco/msgpack/v5 v5.4.1
+)
 
 require (
 	github.com/pmezard/go-difflib v1.0.0 // indirect
@@ -10,5 +14,5 @@ require (
 	github.com/tidwall/match v1.1.1 // indirect
 	github.com/tidwall/pretty v1.2.0 // indirect
 	github.com/tidwall/tinylru v1.1.0 // indirect
-	github.com/tidwall/wal v1.2.1 // indirect
+	github.com/vmihailenco/tagparser/v2 v2.0.0 // indirect
 )

@@ -1,0 +1,718 @@
+package transport
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/stepraft/stepraft/core"
+)
+
+// Wire layout, version 1.
+//
+// A frame is
+//
+//	uint32 length (big endian) | uint8 wire version | one msgpack value
+//
+// where length counts the version byte and the msgpack value, so it is
+// always at least 1. The value of a message frame is a msgpack array whose
+// fields come in this fixed order:
+//
+//	[type, to, from, term, logterm, index, commit, reject, rejecthint,
+//	 context, entries, snapshot]
+//
+//	entries   nil | array of entry
+//	entry     [term, index, type, data]
+//	snapshot  nil | [index, term, confstate, data]
+//	confstate [voters, learners, voters_outgoing, learners_next, autoleave]
+//	voters... nil | array of uint
+//	context, data  nil | bin
+//
+// Integers are msgpack unsigned integers in their shortest form (a decoder
+// also takes non-negative signed forms); nil and empty slices are kept
+// apart. A decoder reads the fields it knows and skips any further fields
+// at the end of an array, so a later version may append fields without
+// breaking this one; it never accepts fewer fields than listed here.
+//
+// The decoder is written by hand because reflection decoding in msgpack
+// v5.4 allocates whatever length a hostile header declares (see
+// notes/dependencies.md). Here every declared array or bin length is
+// checked against the bytes left in the body before anything is allocated,
+// so decoding a body of n bytes allocates O(n) bytes at most.
+
+// Version1 is the wire version of the layout above, the only one this
+// package speaks.
+const Version1 uint8 = 1
+
+// frameHeaderBytes is the length prefix plus the version byte.
+const frameHeaderBytes = 5
+
+// Minimum encoded sizes, used to refuse a declared array length that the
+// bytes left in the body cannot hold, before allocating for it.
+const (
+	messageFields   = 12
+	entryFields     = 4
+	snapshotFields  = 4
+	confStateFields = 5
+	// minEntryBytes is the smallest entry: a fixarray header and four
+	// one-byte fields.
+	minEntryBytes = 1 + entryFields
+	// maxSkipDepth bounds the nesting of unknown values skipped, so that
+	// skipping cannot exhaust the stack.
+	maxSkipDepth = 32
+)
+
+var (
+	// ErrFrameTooLarge is returned by ReadFrame for a frame whose declared
+	// length exceeds its maximum, and by AppendFrame for a message whose
+	// frame would not fit the uint32 length prefix.
+	ErrFrameTooLarge = errors.New("transport: frame too large")
+	// ErrMalformed is returned for a frame or message body that does not
+	// follow the wire layout: truncated, wrong types, lengths that overrun
+	// the body, integers out of range, trailing bytes.
+	ErrMalformed = errors.New("transport: malformed message")
+	// ErrVersion is returned by AppendFrame for a wire version this package
+	// cannot encode.
+	ErrVersion = errors.New("transport: unsupported wire version")
+)
+
+// AppendFrame appends to dst the frame of m in wire version version and
+// returns the extended slice; pass buf[:0] to reuse a buffer's capacity.
+// On error dst is returned unchanged.
+func AppendFrame(dst []byte, version uint8, m *core.Message) ([]byte, error) {
+	if version != Version1 {
+		return dst, fmt.Errorf("%w: %d", ErrVersion, version)
+	}
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, version)
+	dst = appendMessage(dst, m)
+	n := len(dst) - start - 4 // version byte and body
+	if uint64(n) > math.MaxUint32 {
+		return dst[:start], fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	binary.BigEndian.PutUint32(dst[start:], uint32(n))
+	return dst, nil
+}
+
+// ReadFrame reads one frame from r and returns its version and body. The
+// declared length is checked against maxFrame (the largest length accepted,
+// version byte included) before any allocation or read of the body. The body
+// is read into buf when its capacity suffices, so it is valid only until buf
+// is reused. A clean end of stream before a frame gives io.EOF; one inside a
+// frame gives io.ErrUnexpectedEOF.
+func ReadFrame(r io.Reader, buf []byte, maxFrame int) (version uint8, body []byte, err error) {
+	if maxFrame < 1 {
+		return 0, nil, fmt.Errorf("transport: maxFrame %d < 1", maxFrame)
+	}
+	if cap(buf) < frameHeaderBytes {
+		buf = make([]byte, frameHeaderBytes)
+	}
+	hdr := buf[:frameHeaderBytes]
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return 0, nil, err // io.EOF only when no byte was read
+	}
+	n := binary.BigEndian.Uint32(hdr)
+	version = hdr[4]
+	if n == 0 {
+		return 0, nil, fmt.Errorf("%w: zero frame length", ErrMalformed)
+	}
+	if uint64(n) > uint64(maxFrame) {
+		return 0, nil, fmt.Errorf("%w: %d bytes > max %d", ErrFrameTooLarge, n, maxFrame)
+	}
+	size := int(n - 1)
+	if cap(buf) < size {
+		buf = make([]byte, size)
+	}
+	body = buf[:size]
+	if _, err := io.ReadFull(r, body); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	return version, body, nil
+}
+
+// DecodeMessage decodes a version 1 message body, as returned by ReadFrame.
+// The []byte fields of the result never alias body: they are carved, with
+// their capacity clipped, out of one fresh allocation no larger than body.
+// DecodeMessage checks only the encoding; whether the message makes sense
+// (its type, its terms) is for core to judge.
+func DecodeMessage(body []byte) (core.Message, error) {
+	d := decoder{b: body}
+	m, err := d.message()
+	if err == nil && len(d.b) != 0 {
+		err = fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	if err != nil {
+		return core.Message{}, &pathError{name: "transport: malformed message", i: -1, err: err}
+	}
+	return m, nil
+}
+
+// pathError says where in a message decoding failed. It is formatted only
+// when printed, so that refusing hostile input costs a few small
+// allocations, not a string per nesting level.
+type pathError struct {
+	name string // field or array name; "" for an unnamed element
+	i    int    // element index, or -1
+	err  error
+}
+
+func at(name string, i int, err error) error { return &pathError{name: name, i: i, err: err} }
+
+func (e *pathError) Error() string {
+	s := e.name
+	if e.i >= 0 {
+		s = strings.TrimSpace(s + " " + strconv.Itoa(e.i))
+	}
+	return s + ": " + e.err.Error()
+}
+
+func (e *pathError) Unwrap() error { return e.err }
+
+// Is makes every decoding error match ErrMalformed.
+func (e *pathError) Is(target error) bool { return target == ErrMalformed }
+
+// msgpack format bytes used here (https://github.com/msgpack/msgpack/blob/master/spec.md).
+const (
+	mpNil      = 0xc0
+	mpNeverUse = 0xc1
+	mpFalse    = 0xc2
+	mpTrue     = 0xc3
+	mpBin8     = 0xc4
+	mpBin16    = 0xc5
+	mpBin32    = 0xc6
+	mpExt8     = 0xc7
+	mpExt16    = 0xc8
+	mpExt32    = 0xc9
+	mpFloat32  = 0xca
+	mpFloat64  = 0xcb
+	mpUint8    = 0xcc
+	mpUint16   = 0xcd
+	mpUint32   = 0xce
+	mpUint64   = 0xcf
+	mpInt8     = 0xd0
+	mpInt16    = 0xd1
+	mpInt32    = 0xd2
+	mpInt64    = 0xd3
+	mpFixExt1  = 0xd4
+	mpFixExt16 = 0xd8
+	mpStr8     = 0xd9
+	mpStr16    = 0xda
+	mpStr32    = 0xdb
+	mpArray16  = 0xdc
+	mpArray32  = 0xdd
+	mpMap16    = 0xde
+	mpMap32    = 0xdf
+)
+
+func appendMessage(b []byte, m *core.Message) []byte {
+	b = appendArrayLen(b, messageFields)
+	b = appendUint(b, uint64(m.Type))
+	b = appendUint(b, uint64(m.To))
+	b = appendUint(b, uint64(m.From))
+	b = appendUint(b, uint64(m.Term))
+	b = appendUint(b, uint64(m.LogTerm))
+	b = appendUint(b, uint64(m.Index))
+	b = appendUint(b, uint64(m.Commit))
+	b = appendBool(b, m.Reject)
+	b = appendUint(b, uint64(m.RejectHint))
+	b = appendBytes(b, m.Context)
+	if m.Entries == nil {
+		b = append(b, mpNil)
+	} else {
+		b = appendArrayLen(b, len(m.Entries))
+		for i := range m.Entries {
+			e := &m.Entries[i]
+			b = appendArrayLen(b, entryFields)
+			b = appendUint(b, uint64(e.Term))
+			b = appendUint(b, uint64(e.Index))
+			b = appendUint(b, uint64(e.Type))
+			b = appendBytes(b, e.Data)
+		}
+	}
+	if m.Snapshot == nil {
+		return append(b, mpNil)
+	}
+	s := m.Snapshot
+	b = appendArrayLen(b, snapshotFields)
+	b = appendUint(b, uint64(s.Meta.Index))
+	b = appendUint(b, uint64(s.Meta.Term))
+	cs := &s.Meta.ConfState
+	b = appendArrayLen(b, confStateFields)
+	b = appendIDs(b, cs.Voters)
+	b = appendIDs(b, cs.Learners)
+	b = appendIDs(b, cs.VotersOutgoing)
+	b = appendIDs(b, cs.LearnersNext)
+	b = appendBool(b, cs.AutoLeave)
+	return appendBytes(b, s.Data)
+}
+
+func appendIDs(b []byte, ids []core.NodeID) []byte {
+	if ids == nil {
+		return append(b, mpNil)
+	}
+	b = appendArrayLen(b, len(ids))
+	for _, id := range ids {
+		b = appendUint(b, uint64(id))
+	}
+	return b
+}
+
+func appendUint(b []byte, v uint64) []byte {
+	switch {
+	case v <= 0x7f:
+		return append(b, byte(v))
+	case v <= math.MaxUint8:
+		return append(b, mpUint8, byte(v))
+	case v <= math.MaxUint16:
+		return binary.BigEndian.AppendUint16(append(b, mpUint16), uint16(v))
+	case v <= math.MaxUint32:
+		return binary.BigEndian.AppendUint32(append(b, mpUint32), uint32(v))
+	}
+	return binary.BigEndian.AppendUint64(append(b, mpUint64), v)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, mpTrue)
+	}
+	return append(b, mpFalse)
+}
+
+// appendArrayLen appends an array header. n never exceeds MaxUint32 for a
+// slice that fits in memory next to its encoding.
+func appendArrayLen(b []byte, n int) []byte {
+	switch {
+	case n < 16:
+		return append(b, 0x90|byte(n))
+	case n <= math.MaxUint16:
+		return binary.BigEndian.AppendUint16(append(b, mpArray16), uint16(n))
+	}
+	return binary.BigEndian.AppendUint32(append(b, mpArray32), uint32(n))
+}
+
+// appendBytes appends nil for a nil slice and a bin otherwise.
+func appendBytes(b []byte, v []byte) []byte {
+	switch n := len(v); {
+	case v == nil:
+		return append(b, mpNil)
+	case n <= math.MaxUint8:
+		b = append(b, mpBin8, byte(n))
+	case n <= math.MaxUint16:
+		b = binary.BigEndian.AppendUint16(append(b, mpBin16), uint16(n))
+	default:
+		b = binary.BigEndian.AppendUint32(append(b, mpBin32), uint32(n))
+	}
+	return append(b, v...)
+}
+
+// decoder reads msgpack values from the front of b. Every method checks a
+// declared length against len(b) before it allocates.
+type decoder struct {
+	b []byte
+	// slab is where decoded []byte are copied: allocated once, sized to the
+	// bytes left when the first one is met, so it never exceeds the body.
+	slab []byte
+}
+
+func (d *decoder) message() (m core.Message, err error) {
+	n, err := d.arrayLen(messageFields, 1)
+	if err != nil {
+		return m, at("message", -1, err)
+	}
+	var typ uint64
+	if typ, err = d.uint(math.MaxUint8); err != nil {
+		return m, at("type", -1, err)
+	}
+	m.Type = core.MessageType(typ)
+	for _, f := range [...]struct {
+		name string
+		p    *uint64
+	}{
+		{"to", (*uint64)(&m.To)},
+		{"from", (*uint64)(&m.From)},
+		{"term", (*uint64)(&m.Term)},
+		{"logterm", (*uint64)(&m.LogTerm)},
+		{"index", (*uint64)(&m.Index)},
+		{"commit", (*uint64)(&m.Commit)},
+	} {
+		if *f.p, err = d.uint(math.MaxUint64); err != nil {
+			return m, at(f.name, -1, err)
+		}
+	}
+	if m.Reject, err = d.bool(); err != nil {
+		return m, at("reject", -1, err)
+	}
+	var hint uint64
+	if hint, err = d.uint(math.MaxUint64); err != nil {
+		return m, at("rejecthint", -1, err)
+	}
+	m.RejectHint = core.Index(hint)
+	if m.Context, err = d.bytes(); err != nil {
+		return m, at("context", -1, err)
+	}
+	if m.Entries, err = d.entries(); err != nil {
+		return m, err
+	}
+	if m.Snapshot, err = d.snapshot(); err != nil {
+		return m, err
+	}
+	return m, d.skipN(n-messageFields, "message")
+}
+
+func (d *decoder) entries() ([]core.Entry, error) {
+	if d.isNil() {
+		return nil, nil
+	}
+	n, err := d.arrayLen(0, minEntryBytes)
+	if err != nil {
+		return nil, at("entries", -1, err)
+	}
+	es := make([]core.Entry, n)
+	for i := range es {
+		if err := d.entry(&es[i]); err != nil {
+			return nil, at("entry", i, err)
+		}
+	}
+	return es, nil
+}
+
+func (d *decoder) entry(e *core.Entry) error {
+	n, err := d.arrayLen(entryFields, 1)
+	if err != nil {
+		return err
+	}
+	var term, index, typ uint64
+	if term, err = d.uint(math.MaxUint64); err != nil {
+		return at("term", -1, err)
+	}
+	if index, err = d.uint(math.MaxUint64); err != nil {
+		return at("index", -1, err)
+	}
+	if typ, err = d.uint(math.MaxUint8); err != nil {
+		return at("type", -1, err)
+	}
+	if e.Data, err = d.bytes(); err != nil {
+		return at("data", -1, err)
+	}
+	e.Term, e.Index, e.Type = core.Term(term), core.Index(index), core.EntryType(typ)
+	return d.skipN(n-entryFields, "entry")
+}
+
+func (d *decoder) snapshot() (*core.Snapshot, error) {
+	if d.isNil() {
+		return nil, nil
+	}
+	n, err := d.arrayLen(snapshotFields, 1)
+	if err != nil {
+		return nil, at("snapshot", -1, err)
+	}
+	s := &core.Snapshot{}
+	var index, term uint64
+	if index, err = d.uint(math.MaxUint64); err != nil {
+		return nil, at("snapshot index", -1, err)
+	}
+	if term, err = d.uint(math.MaxUint64); err != nil {
+		return nil, at("snapshot term", -1, err)
+	}
+	s.Meta.Index, s.Meta.Term = core.Index(index), core.Term(term)
+	if err := d.confState(&s.Meta.ConfState); err != nil {
+		return nil, at("confstate", -1, err)
+	}
+	if s.Data, err = d.bytes(); err != nil {
+		return nil, at("snapshot data", -1, err)
+	}
+	return s, d.skipN(n-snapshotFields, "snapshot")
+}
+
+func (d *decoder) confState(cs *core.ConfState) error {
+	n, err := d.arrayLen(confStateFields, 1)
+	if err != nil {
+		return err
+	}
+	for _, f := range [...]struct {
+		name string
+		p    *[]core.NodeID
+	}{
+		{"voters", &cs.Voters},
+		{"learners", &cs.Learners},
+		{"voters_outgoing", &cs.VotersOutgoing},
+		{"learners_next", &cs.LearnersNext},
+	} {
+		if *f.p, err = d.ids(); err != nil {
+			return at(f.name, -1, err)
+		}
+	}
+	if cs.AutoLeave, err = d.bool(); err != nil {
+		return at("autoleave", -1, err)
+	}
+	return d.skipN(n-confStateFields, "confstate")
+}
+
+func (d *decoder) ids() ([]core.NodeID, error) {
+	if d.isNil() {
+		return nil, nil
+	}
+	n, err := d.arrayLen(0, 1)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]core.NodeID, n)
+	for i := range ids {
+		v, err := d.uint(math.MaxUint64)
+		if err != nil {
+			return nil, at("", i, err)
+		}
+		ids[i] = core.NodeID(v)
+	}
+	return ids, nil
+}
+
+// isNil consumes a msgpack nil if one is next.
+func (d *decoder) isNil() bool {
+	if len(d.b) > 0 && d.b[0] == mpNil {
+		d.b = d.b[1:]
+		return true
+	}
+	return false
+}
+
+// arrayLen reads an array header of at least minLen elements, each of which
+// takes at least minElemBytes, and checks that the body still holds them.
+func (d *decoder) arrayLen(minLen int, minElemBytes uint64) (int, error) {
+	if len(d.b) == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	c := d.b[0]
+	var n uint64
+	switch {
+	case c&0xf0 == 0x90:
+		n, d.b = uint64(c&0x0f), d.b[1:]
+	case c == mpArray16 || c == mpArray32:
+		v, err := d.lenField(c == mpArray32)
+		if err != nil {
+			return 0, err
+		}
+		n = v
+	default:
+		return 0, fmt.Errorf("0x%02x is not an array", c)
+	}
+	if n < uint64(minLen) {
+		return 0, fmt.Errorf("array of %d, want at least %d", n, minLen)
+	}
+	if n*minElemBytes > uint64(len(d.b)) { // n < 2^32 and minElemBytes small: no overflow
+		return 0, fmt.Errorf("array of %d cannot fit in %d bytes", n, len(d.b))
+	}
+	return int(n), nil
+}
+
+// lenField consumes a format byte and the 16- or 32-bit length after it.
+func (d *decoder) lenField(wide bool) (uint64, error) {
+	size := 3
+	if wide {
+		size = 5
+	}
+	if len(d.b) < size {
+		return 0, io.ErrUnexpectedEOF
+	}
+	var n uint64
+	if wide {
+		n = uint64(binary.BigEndian.Uint32(d.b[1:]))
+	} else {
+		n = uint64(binary.BigEndian.Uint16(d.b[1:]))
+	}
+	d.b = d.b[size:]
+	return n, nil
+}
+
+// uint reads an unsigned integer no larger than max. Non-negative signed
+// forms are accepted too, since some encoders use them for small values.
+func (d *decoder) uint(max uint64) (uint64, error) {
+	if len(d.b) == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	c := d.b[0]
+	if c <= 0x7f {
+		d.b = d.b[1:]
+		return uint64(c), nil
+	}
+	var size int
+	switch c {
+	case mpUint8, mpInt8:
+		size = 1
+	case mpUint16, mpInt16:
+		size = 2
+	case mpUint32, mpInt32:
+		size = 4
+	case mpUint64, mpInt64:
+		size = 8
+	default:
+		return 0, fmt.Errorf("0x%02x is not an unsigned integer", c)
+	}
+	if len(d.b) < 1+size {
+		return 0, io.ErrUnexpectedEOF
+	}
+	p := d.b[1 : 1+size]
+	var v uint64
+	for _, x := range p {
+		v = v<<8 | uint64(x)
+	}
+	if c >= mpInt8 && p[0]&0x80 != 0 {
+		return 0, fmt.Errorf("negative integer")
+	}
+	if v > max {
+		return 0, fmt.Errorf("%d overflows its type (max %d)", v, max)
+	}
+	d.b = d.b[1+size:]
+	return v, nil
+}
+
+func (d *decoder) bool() (bool, error) {
+	if len(d.b) == 0 {
+		return false, io.ErrUnexpectedEOF
+	}
+	switch d.b[0] {
+	case mpFalse:
+		d.b = d.b[1:]
+		return false, nil
+	case mpTrue:
+		d.b = d.b[1:]
+		return true, nil
+	}
+	return false, fmt.Errorf("0x%02x is not a bool", d.b[0])
+}
+
+// bytes reads nil or a bin and returns a copy that does not alias the body.
+func (d *decoder) bytes() ([]byte, error) {
+	if d.isNil() {
+		return nil, nil
+	}
+	if len(d.b) == 0 {
+		return nil, io.ErrUnexpectedEOF
+	}
+	var n uint64
+	switch c := d.b[0]; c {
+	case mpBin8:
+		if len(d.b) < 2 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		n, d.b = uint64(d.b[1]), d.b[2:]
+	case mpBin16, mpBin32:
+		v, err := d.lenField(c == mpBin32)
+		if err != nil {
+			return nil, err
+		}
+		n = v
+	default:
+		return nil, fmt.Errorf("0x%02x is not bin", c)
+	}
+	if n > uint64(len(d.b)) {
+		return nil, fmt.Errorf("bin of %d bytes, %d left", n, len(d.b))
+	}
+	if n == 0 {
+		return []byte{}, nil
+	}
+	if uint64(len(d.slab)) < n {
+		// First bin, or (cannot happen: the slab holds every byte left)
+		// a later one that does not fit.
+		d.slab = make([]byte, len(d.b))
+	}
+	out := d.slab[:n:n]
+	d.slab = d.slab[n:]
+	copy(out, d.b[:n])
+	d.b = d.b[n:]
+	return out, nil
+}
+
+// skipN skips n values that follow the fields a decoder knows: fields a
+// later wire version appended to the array named what.
+func (d *decoder) skipN(n int, what string) error {
+	for i := 0; i < n; i++ {
+		if err := d.skip(0); err != nil {
+			return at(what+" extra field", i, err)
+		}
+	}
+	return nil
+}
+
+// skip consumes one msgpack value of any kind without allocating. Every
+// value takes at least one byte and containers are checked against the
+// bytes left, so the work is bounded by len(d.b); depth bounds recursion.
+func (d *decoder) skip(depth int) error {
+	if depth > maxSkipDepth {
+		return fmt.Errorf("nested deeper than %d", maxSkipDepth)
+	}
+	if len(d.b) == 0 {
+		return io.ErrUnexpectedEOF
+	}
+	c := d.b[0]
+	var head, payload, elems uint64 // bytes of header, bytes of payload, values inside
+	switch {
+	case c <= 0x7f || c >= 0xe0 || c == mpNil || c == mpFalse || c == mpTrue:
+		head = 1
+	case c&0xe0 == 0xa0: // fixstr
+		head, payload = 1, uint64(c&0x1f)
+	case c&0xf0 == 0x90: // fixarray
+		head, elems = 1, uint64(c&0x0f)
+	case c&0xf0 == 0x80: // fixmap
+		head, elems = 1, 2*uint64(c&0x0f)
+	case c == mpNeverUse:
+		return fmt.Errorf("0xc1 is never used")
+	case c == mpUint8 || c == mpInt8:
+		head = 2
+	case c == mpUint16 || c == mpInt16:
+		head = 3
+	case c == mpUint32 || c == mpInt32 || c == mpFloat32:
+		head = 5
+	case c == mpUint64 || c == mpInt64 || c == mpFloat64:
+		head = 9
+	case c >= mpFixExt1 && c <= mpFixExt16: // type byte + 1, 2, 4, 8, 16 bytes
+		head, payload = 2, 1<<(c-mpFixExt1)
+	case c == mpBin8 || c == mpStr8 || c == mpExt8:
+		head = 2
+	case c == mpBin16 || c == mpStr16 || c == mpExt16 || c == mpArray16 || c == mpMap16:
+		head = 3
+	case c == mpBin32 || c == mpStr32 || c == mpExt32 || c == mpArray32 || c == mpMap32:
+		head = 5
+	default:
+		return fmt.Errorf("format 0x%02x", c) // cannot happen: every byte is covered
+	}
+	if uint64(len(d.b)) < head {
+		return io.ErrUnexpectedEOF
+	}
+	switch c {
+	case mpBin8, mpStr8, mpExt8:
+		payload = uint64(d.b[1])
+	case mpBin16, mpStr16, mpExt16:
+		payload = uint64(binary.BigEndian.Uint16(d.b[1:]))
+	case mpBin32, mpStr32, mpExt32:
+		payload = uint64(binary.BigEndian.Uint32(d.b[1:]))
+	case mpArray16:
+		elems = uint64(binary.BigEndian.Uint16(d.b[1:]))
+	case mpArray32:
+		elems = uint64(binary.BigEndian.Uint32(d.b[1:]))
+	case mpMap16:
+		elems = 2 * uint64(binary.BigEndian.Uint16(d.b[1:]))
+	case mpMap32:
+		elems = 2 * uint64(binary.BigEndian.Uint32(d.b[1:]))
+	}
+	if c == mpExt8 || c == mpExt16 || c == mpExt32 {
+		payload++ // the ext type byte
+	}
+	if uint64(len(d.b))-head < payload+elems {
+		return fmt.Errorf("value of %d bytes and %d elements, %d bytes left", payload, elems, uint64(len(d.b))-head)
+	}
+	d.b = d.b[head+payload:]
+	for i := uint64(0); i < elems; i++ {
+		if err := d.skip(depth + 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
