@@ -178,6 +178,7 @@ func changeConf(cs ConfState, cc ConfChange) (ConfState, error) {
 		}
 		return m
 	}
+	oldVoters := set(cs.Voters)
 	incoming, outgoing := set(cs.Voters), set(cs.VotersOutgoing)
 	learners, next := set(cs.Learners), set(cs.LearnersNext)
 	auto := cs.AutoLeave
@@ -238,7 +239,7 @@ func changeConf(cs ConfState, cc ConfChange) (ConfState, error) {
 			// new majorities need not overlap.
 			diff := 0
 			for id := range incoming {
-				if !set(cs.Voters)[id] {
+				if !oldVoters[id] {
 					diff++
 				}
 			}
@@ -342,33 +343,10 @@ func (r *Raft) ApplyConfChange(cc ConfChange) (ConfState, error) {
 // switchConf installs cs as the configuration in force, keeping the
 // progress of members that stay.
 func (r *Raft) switchConf(cs ConfState) {
-	wasVoter := r.isVoter(r.id)
-	r.voters = jointConfig{newMajorityConfig(cs.Voters), newMajorityConfig(cs.VotersOutgoing)}
-	r.learners = newMajorityConfig(cs.Learners)
-	r.learnersNext = newMajorityConfig(cs.LearnersNext)
-	r.autoLeave = cs.AutoLeave
-	r.noteMembership(wasVoter)
-	members := slices.Concat(r.voters.ids(), r.learners)
-	slices.Sort(members)
-	members = slices.Compact(members)
-	prs := make(map[NodeID]*progress, len(members))
-	for _, id := range members {
-		pr := r.progress[id]
-		if pr == nil {
-			pr = &progress{
-				Next:      r.log.lastIndex() + 1,
-				State:     StateProbe,
-				Inflights: newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes),
-				// A new member has had no chance to answer yet; do not
-				// count it against check-quorum before it could.
-				RecentActive: true,
-			}
-		}
-		pr.IsLearner = slices.Contains(r.learners, id)
-		prs[id] = pr
-	}
-	r.progress = prs
-	r.memberIDs = members
+	r.setConf(cs)
+	// A new member has had no chance to answer yet: it is not counted
+	// against check-quorum before it could.
+	r.rebuildProgress(r.progress, true)
 	if r.role != RoleLeader {
 		return
 	}

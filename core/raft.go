@@ -257,14 +257,20 @@ func (r *Raft) restoreConfState(cs ConfState) error {
 	if err := checkConfState(cs); err != nil {
 		return err
 	}
+	r.setConf(cs)
+	r.resetProgress()
+	return nil
+}
+
+// setConf makes cs the configuration in force (its membership fields only;
+// the caller rebuilds progress).
+func (r *Raft) setConf(cs ConfState) {
 	wasVoter := r.isVoter(r.id)
 	r.voters = jointConfig{newMajorityConfig(cs.Voters), newMajorityConfig(cs.VotersOutgoing)}
 	r.learners = newMajorityConfig(cs.Learners)
 	r.learnersNext = newMajorityConfig(cs.LearnersNext)
 	r.autoLeave = cs.AutoLeave
 	r.noteMembership(wasVoter)
-	r.resetProgress()
-	return nil
 }
 
 // noteMembership updates removedVoter after a configuration change.
@@ -279,21 +285,32 @@ func (r *Raft) noteMembership(wasVoter bool) {
 
 // resetProgress rebuilds the progress of every member as a new leader sees
 // it: nothing known to match, next after the last entry.
-func (r *Raft) resetProgress() {
+func (r *Raft) resetProgress() { r.rebuildProgress(nil, false) }
+
+// rebuildProgress gives every member of the configuration in force a
+// progress: the one in keep if it has one, else a fresh one (nothing known
+// to match, next after the last entry), marked recently active if
+// newActive.
+func (r *Raft) rebuildProgress(keep map[NodeID]*progress, newActive bool) {
 	next := r.log.lastIndex() + 1
 	members := slices.Concat(r.voters.ids(), r.learners)
 	slices.Sort(members)
 	members = slices.Compact(members)
-	r.memberIDs = members
-	r.progress = make(map[NodeID]*progress, len(members))
+	prs := make(map[NodeID]*progress, len(members))
 	for _, id := range members {
-		r.progress[id] = &progress{
-			Next:      next,
-			State:     StateProbe,
-			Inflights: newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes),
-			IsLearner: slices.Contains(r.learners, id),
+		pr := keep[id]
+		if pr == nil {
+			pr = &progress{
+				Next:         next,
+				State:        StateProbe,
+				Inflights:    newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes),
+				RecentActive: newActive,
+			}
 		}
+		pr.IsLearner = slices.Contains(r.learners, id)
+		prs[id] = pr
 	}
+	r.progress, r.memberIDs = prs, members
 }
 
 // members returns every member with progress, sorted, so that messages go

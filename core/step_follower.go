@@ -49,14 +49,6 @@ func (r *Raft) forwardProp(m Message) error {
 	case r.cfg.DisableProposalForwarding:
 		return r.dropProp(m, fmt.Sprintf("%d is a follower (leader %d) and does not forward", r.id, r.lead))
 	}
-	for i := range m.Entries {
-		if e := &m.Entries[i]; e.Type == EntryConfChange {
-			var cc ConfChange
-			if err := cc.Unmarshal(e.Data); err != nil {
-				return err
-			}
-		}
-	}
 	m.To = r.lead
 	r.send(m)
 	return nil

@@ -353,7 +353,7 @@ func (l *Log) Entries(lo, hi core.Index, maxBytes uint64) ([]core.Entry, error) 
 	var out []core.Entry
 	var size uint64
 	for i := lo; i < hi; i++ {
-		e, err := l.readLocked(i, true)
+		e, err := l.readLocked(i)
 		if err != nil {
 			return nil, fmt.Errorf("wal: %s: entry %d: %w", segmentPath(l.dir, i), i, err)
 		}
@@ -438,7 +438,7 @@ func (l *Log) termOf(i core.Index) (core.Term, error) {
 	if i < l.first || i > l.last {
 		return 0, fmt.Errorf("%w: term of %d outside the log [%d, %d]", ErrInvalid, i, l.first, l.last)
 	}
-	e, err := l.readLocked(i, false)
+	e, err := l.readLocked(i)
 	if err != nil {
 		return 0, fmt.Errorf("wal: %s: entry %d: %w", segmentPath(l.dir, i), i, err)
 	}
@@ -459,7 +459,7 @@ func (l *Log) pushTerm(i core.Index, t core.Term) {
 
 // readLocked reads and verifies entry i. Open checked every file, but a
 // file changed under us since must still give an error, never a panic.
-func (l *Log) readLocked(i core.Index, copyData bool) (e core.Entry, err error) {
+func (l *Log) readLocked(i core.Index) (e core.Entry, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			e, err = core.Entry{}, fmt.Errorf("%w: reading entry %d: %v", ErrCorrupt, i, p)
@@ -472,7 +472,6 @@ func (l *Log) readLocked(i core.Index, copyData bool) (e core.Entry, err error) 
 	}
 	// tidwall/wal hands out a copy: the entry may alias it.
 	// tidwall/wal hands out a copy; the entry may alias it.
-	_ = copyData
 	e, err = decodeRecord(rec, false)
 	if err != nil {
 		return core.Entry{}, err

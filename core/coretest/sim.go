@@ -559,6 +559,17 @@ func (s *Sim) Live() []*Node {
 	return out
 }
 
+// pickLive returns a random live node that satisfies ok.
+func (s *Sim) pickLive(ok func(*Node) bool) (*Node, bool) {
+	var cands []*Node
+	for _, n := range s.Live() {
+		if ok(n) {
+			cands = append(cands, n)
+		}
+	}
+	return pick(s.Rand, cands)
+}
+
 // pick returns a random element of xs, or the zero value if it is empty.
 func pick[T any](r *rand.Rand, xs []T) (T, bool) {
 	var zero T
@@ -729,13 +740,7 @@ func (s *Sim) actTickAll() (string, bool, error) {
 // actReady runs a whole Ready cycle on a node that has no early Ready
 // pending (those wait for finish-ready, so that crashes hit them).
 func (s *Sim) actReady() (string, bool, error) {
-	var cands []*Node
-	for _, n := range s.Live() {
-		if n.pending == nil && n.Raft.HasReady() {
-			cands = append(cands, n)
-		}
-	}
-	n, ok := pick(s.Rand, cands)
+	n, ok := s.pickLive(func(n *Node) bool { return n.pending == nil && n.Raft.HasReady() })
 	if !ok {
 		return "", false, nil
 	}
@@ -747,13 +752,7 @@ func (s *Sim) actReady() (string, bool, error) {
 }
 
 func (s *Sim) actReadyEarly() (string, bool, error) {
-	var cands []*Node
-	for _, n := range s.Live() {
-		if n.pending == nil && n.Raft.HasReady() {
-			cands = append(cands, n)
-		}
-	}
-	n, ok := pick(s.Rand, cands)
+	n, ok := s.pickLive(func(n *Node) bool { return n.pending == nil && n.Raft.HasReady() })
 	if !ok {
 		return "", false, nil
 	}
@@ -762,13 +761,7 @@ func (s *Sim) actReadyEarly() (string, bool, error) {
 }
 
 func (s *Sim) actFinishReady() (string, bool, error) {
-	var cands []*Node
-	for _, n := range s.Live() {
-		if n.pending != nil {
-			cands = append(cands, n)
-		}
-	}
-	n, ok := pick(s.Rand, cands)
+	n, ok := s.pickLive(func(n *Node) bool { return n.pending != nil })
 	if !ok {
 		return "", false, nil
 	}
