@@ -173,10 +173,32 @@ func (d *decoder) bool() (bool, error) {
 }
 
 // bytes reads nil or a bin and returns a copy that does not alias the body.
+// The first non-empty bin copies the body from its header to the end, in
+// one allocation and one move (no zeroing, no copy per bin); it and every
+// later bin are carved out of that copy at their own offsets. Decoded
+// bytes never alias the body, and together cost at most its size.
 func (d *decoder) bytes() ([]byte, error) {
 	if d.isNil() {
 		return nil, nil
 	}
+	tail := d.b
+	v, err := d.binView()
+	if err != nil {
+		return nil, err
+	}
+	n := len(v)
+	if n == 0 {
+		return []byte{}, nil
+	}
+	if d.copied == nil {
+		d.copied = append([]byte(nil), tail...)
+	}
+	end := len(d.copied) - len(d.b) // v ends where d.b begins
+	return d.copied[end-n : end : end], nil
+}
+
+// binView reads a bin and returns it without copying: it aliases the body.
+func (d *decoder) binView() ([]byte, error) {
 	if len(d.b) == 0 {
 		return nil, io.ErrUnexpectedEOF
 	}
@@ -199,17 +221,7 @@ func (d *decoder) bytes() ([]byte, error) {
 	if n > uint64(len(d.b)) {
 		return nil, fmt.Errorf("bin of %d bytes, %d left", n, len(d.b))
 	}
-	if n == 0 {
-		return []byte{}, nil
-	}
-	if uint64(len(d.slab)) < n {
-		// First bin, or (cannot happen: the slab holds every byte left)
-		// a later one that does not fit.
-		d.slab = make([]byte, len(d.b))
-	}
-	out := d.slab[:n:n]
-	d.slab = d.slab[n:]
-	copy(out, d.b[:n])
+	out := d.b[:n:n]
 	d.b = d.b[n:]
 	return out, nil
 }

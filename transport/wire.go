@@ -90,28 +90,39 @@ func AppendFrame(dst []byte, version uint8, m *core.Message) ([]byte, error) {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0, version)
 	dst = appendMessage(dst, m)
-	n := len(dst) - start - 4 // version byte and body
-	if uint64(n) > math.MaxUint32 {
-		return dst[:start], fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	if uint64(len(dst)-start-4) > math.MaxUint32 {
+		return dst[:start], fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(dst)-start-4)
 	}
-	binary.BigEndian.PutUint32(dst[start:], uint32(n))
-	return dst, nil
+	return putFrameLen(dst, start), nil
 }
+
+// putFrameLen writes the length prefix of the frame that starts at
+// dst[start] and runs to the end of dst; the frame is known to fit.
+func putFrameLen(dst []byte, start int) []byte {
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}
+
+// frameGrowBytes is how much of a frame's body ReadFrame reads before it
+// grows its buffer further: a peer that declares a large frame and sends
+// little makes it allocate about what was sent, not what was declared.
+const frameGrowBytes = 1 << 20
 
 // ReadFrame reads one frame from r and returns its version and body. The
 // declared length is checked against maxFrame (the largest length accepted,
-// version byte included) before any allocation or read of the body. The body
-// is read into buf when its capacity suffices, so it is valid only until buf
-// is reused. A clean end of stream before a frame gives io.EOF; one inside a
-// frame gives io.ErrUnexpectedEOF.
+// version byte included) before any allocation or read of the body, and a
+// body longer than a MiB is read into a buffer that grows as the bytes
+// arrive. The body is read into buf when its capacity suffices, so it is
+// valid only until buf is reused. A clean end of stream before a frame
+// gives io.EOF; one inside a frame gives io.ErrUnexpectedEOF.
 func ReadFrame(r io.Reader, buf []byte, maxFrame int) (version uint8, body []byte, err error) {
 	if maxFrame < 1 {
 		return 0, nil, fmt.Errorf("transport: maxFrame %d < 1", maxFrame)
 	}
 	if cap(buf) < frameHeaderBytes {
-		buf = make([]byte, frameHeaderBytes)
+		buf = make([]byte, frameHeaderBytes, 64)
 	}
-	hdr := buf[:frameHeaderBytes]
+	hdr := buf[:frameHeaderBytes] // the body may overwrite it later
 	if _, err := io.ReadFull(r, hdr); err != nil {
 		return 0, nil, err // io.EOF only when no byte was read
 	}
@@ -124,17 +135,38 @@ func ReadFrame(r io.Reader, buf []byte, maxFrame int) (version uint8, body []byt
 		return 0, nil, fmt.Errorf("%w: %d bytes > max %d", ErrFrameTooLarge, n, maxFrame)
 	}
 	size := int(n - 1)
-	if cap(buf) < size {
-		buf = make([]byte, size)
+	if cap(buf) >= size {
+		body = buf[:size]
+		_, err = io.ReadFull(r, body)
+	} else {
+		body, err = readGrowing(r, buf[:0], size)
 	}
-	body = buf[:size]
-	if _, err := io.ReadFull(r, body); err != nil {
+	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		return 0, nil, err
 	}
 	return version, body, nil
+}
+
+// readGrowing appends size bytes from r to buf, growing buf by at most
+// frameGrowBytes beyond what has arrived.
+func readGrowing(r io.Reader, buf []byte, size int) ([]byte, error) {
+	for len(buf) < size {
+		want := min(size, len(buf)+frameGrowBytes)
+		if cap(buf) < want {
+			nb := make([]byte, len(buf), min(size, max(want, 2*cap(buf))))
+			copy(nb, buf)
+			buf = nb
+		}
+		k, err := io.ReadFull(r, buf[len(buf):want])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 // DecodeMessage decodes a version 1 message body, as returned by ReadFrame.
@@ -268,9 +300,9 @@ func appendIDs(b []byte, ids []core.NodeID) []byte {
 // declared length against len(b) before it allocates (msgpack.go).
 type decoder struct {
 	b []byte
-	// slab is where decoded []byte are copied: allocated once, sized to the
-	// bytes left when the first one is met, so it never exceeds the body.
-	slab []byte
+	// copied is a copy of the body from the first non-empty bin on,
+	// which the []byte results point into (msgpack.go, bytes).
+	copied []byte
 }
 
 func (d *decoder) message() (m core.Message, err error) {
