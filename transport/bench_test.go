@@ -53,7 +53,7 @@ func (c *counter) Removed(core.NodeID)                                {}
 func (c *counter) OpenSnapshot(core.SnapshotMeta) (io.ReadCloser, int64, error) {
 	return nil, 0, io.EOF
 }
-func (c *counter) ReceiveSnapshot(core.NodeID, core.SnapshotMeta, int64) (SnapshotWriter, error) {
+func (c *counter) ReceiveSnapshot(core.NodeID, core.Snapshot, int64) (SnapshotWriter, error) {
 	return nil, io.EOF
 }
 

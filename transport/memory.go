@@ -140,12 +140,13 @@ func NewMemory(seed uint64) *Memory {
 }
 
 // Endpoint returns the Transport of node id on m, created on the first
-// call and the same value afterwards. After m is closed it returns a
-// closed Transport.
+// call and the same value afterwards, until it is closed: then the next
+// call creates a new one (a node restarting). After m is closed it returns
+// a closed Transport.
 func (m *Memory) Endpoint(id core.NodeID) Transport {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e, ok := m.endpoints[id]; ok {
+	if e, ok := m.endpoints[id]; ok && (m.closed || !e.isClosed()) {
 		return e
 	}
 	e := &memEndpoint{
@@ -390,6 +391,17 @@ func (e *memEndpoint) RemovePeer(id core.NodeID) {
 	defer e.mu.Unlock()
 	delete(e.peers, id)
 	e.removed[id] = true
+}
+
+// isClosed reports whether Close was called, without e.mu (Endpoint
+// holds m.mu).
+func (e *memEndpoint) isClosed() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Close stops the endpoint, drops what it has queued, and returns once its
@@ -701,7 +713,7 @@ func (e *memEndpoint) copySnapshot(r *memEndpoint, m *core.Message, meta core.Sn
 	if size < 0 {
 		return fmt.Errorf("transport: snapshot %d has size %d", meta.Index, size)
 	}
-	w, err := r.h.ReceiveSnapshot(e.id, m.Snapshot.Meta, size)
+	w, err := r.h.ReceiveSnapshot(e.id, *m.Snapshot, size)
 	if err != nil {
 		return fmt.Errorf("transport: node %d refused snapshot %d: %w", m.To, meta.Index, err)
 	}

@@ -88,7 +88,8 @@ func (n *memNode) OpenSnapshot(meta core.SnapshotMeta) (io.ReadCloser, int64, er
 	return n.opened, int64(len(n.body)) + n.sizeDelta, nil
 }
 
-func (n *memNode) ReceiveSnapshot(from core.NodeID, meta core.SnapshotMeta, size int64) (SnapshotWriter, error) {
+func (n *memNode) ReceiveSnapshot(from core.NodeID, snap core.Snapshot, size int64) (SnapshotWriter, error) {
+	meta := snap.Meta
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.events = append(n.events, fmt.Sprintf("receive from %d index %d size %d", from, meta.Index, size))
@@ -889,11 +890,18 @@ func TestMemoryErrors(t *testing.T) {
 		tr.Send(memApps(1, 2, 1, 1)) // dropped, without a handler to call
 		tr.AddPeer(2, "")
 		tr.RemovePeer(2)
-		if err := m.Endpoint(2).Close(); err != nil {
+		e2 := m.Endpoint(2)
+		if err := e2.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := m.Endpoint(2).Start(&memNode{}); !errors.Is(err, ErrClosed) {
+		if err := e2.Start(&memNode{}); !errors.Is(err, ErrClosed) {
 			t.Errorf("Start after Close: %v, want ErrClosed", err)
+		}
+		// A closed endpoint is replaced: the node restarts.
+		if fresh := m.Endpoint(2); fresh == e2 {
+			t.Error("Endpoint returned a closed endpoint again")
+		} else if err := fresh.Start(&memNode{}); err != nil {
+			t.Errorf("Start of a restarted endpoint: %v", err)
 		}
 		if err := m.Close(); err != nil {
 			t.Fatal(err)

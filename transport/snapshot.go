@@ -219,7 +219,7 @@ func (t *TCP) receiveBody(br *bufio.Reader, from core.NodeID, version uint8) (co
 	case m.Type != core.MsgSnap || m.Snapshot == nil || m.From != from || m.To != t.cfg.ID:
 		return m, fmt.Errorf("%w: snapshot header holds %s from %d to %d", ErrMalformed, m.Type, m.From, m.To)
 	}
-	w, err := t.handler().ReceiveSnapshot(from, m.Snapshot.Meta, int64(size))
+	w, err := t.handler().ReceiveSnapshot(from, *m.Snapshot, int64(size))
 	if err != nil {
 		return m, fmt.Errorf("transport: receive snapshot: %w", err)
 	}

@@ -87,8 +87,8 @@ func (r *recorder) OpenSnapshot(meta core.SnapshotMeta) (io.ReadCloser, int64, e
 }
 
 // ReceiveSnapshot keeps bodies of up to 1 MiB and hashes larger ones.
-func (r *recorder) ReceiveSnapshot(from core.NodeID, meta core.SnapshotMeta, size int64) (SnapshotWriter, error) {
-	return &recWriter{r: r, index: meta.Index, keep: size <= 1<<20}, nil
+func (r *recorder) ReceiveSnapshot(from core.NodeID, snap core.Snapshot, size int64) (SnapshotWriter, error) {
+	return &recWriter{r: r, index: snap.Meta.Index, keep: size <= 1<<20}, nil
 }
 
 type recWriter struct {

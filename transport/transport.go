@@ -54,10 +54,12 @@ type Handler interface {
 	// OpenSnapshot opens the body of a snapshot this node sends, as named
 	// by a MsgSnap's metadata. size is the body length in bytes.
 	OpenSnapshot(meta core.SnapshotMeta) (body io.ReadCloser, size int64, err error)
-	// ReceiveSnapshot prepares to receive the body (size bytes) of a
-	// snapshot sent by peer from. The transport writes the whole body and
-	// then commits, or aborts if the stream breaks.
-	ReceiveSnapshot(from core.NodeID, meta core.SnapshotMeta, size int64) (SnapshotWriter, error)
+	// ReceiveSnapshot prepares to receive the body (size bytes) of the
+	// snapshot of a MsgSnap from peer from: snap is the message's
+	// metadata and its (small) Data, which a node uses for what its log
+	// store does not hold, such as member addresses. The transport writes
+	// the whole body and then commits, or aborts if the stream breaks.
+	ReceiveSnapshot(from core.NodeID, snap core.Snapshot, size int64) (SnapshotWriter, error)
 }
 
 // SnapshotWriter receives the body of a snapshot from a peer.

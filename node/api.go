@@ -1,0 +1,473 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/stepraft/stepraft/core"
+)
+
+// A proposal's state, moved by compare-and-swap so that the loop and a
+// caller that gives up agree on whether core took it.
+const (
+	propQueued int32 = iota
+	propTaken
+	propCancelled
+)
+
+// proposal is a command or configuration change on its way through core.
+type proposal struct {
+	req   uint64
+	data  []byte           // the envelope, for a command
+	cc    *core.ConfChange // for a configuration change
+	state atomic.Int32
+	done  chan result // size 1: the first result wins
+	// Set by the loop when core takes it.
+	term     core.Term
+	deadline uint64 // in loop ticks
+}
+
+type result struct {
+	val any
+	err error
+}
+
+// readRequest is a linearizable read waiting for its read index.
+type readRequest struct {
+	done      chan readResult // size 1
+	cancelled atomic.Bool
+	// Owned by the loop.
+	ctx      uint64
+	deadline uint64
+}
+
+type readResult struct {
+	index Index
+	err   error
+}
+
+func (rq *readRequest) gaveUp() bool { return rq.cancelled.Load() }
+
+func (rq *readRequest) finish(i Index, err error) {
+	select {
+	case rq.done <- readResult{i, err}:
+	default:
+	}
+}
+
+// requestTimeout is how long a call waits when its context allows longer.
+func (n *Node) requestTimeout() time.Duration {
+	return time.Duration(n.cfg.RequestTimeoutTicks) * n.cfg.TickInterval
+}
+
+// finish ends p with a result, once.
+func (n *Node) finish(p *proposal, val any, err error) {
+	n.pendMu.Lock()
+	delete(n.pending, p.req)
+	n.pendMu.Unlock()
+	select {
+	case p.done <- result{val, err}:
+	default:
+	}
+}
+
+// finishReq ends the proposal with request ID req, if it is waiting here.
+func (n *Node) finishReq(req uint64, val any, err error) {
+	n.pendMu.Lock()
+	p := n.pending[req]
+	n.pendMu.Unlock()
+	if p != nil {
+		n.finish(p, val, err)
+	}
+}
+
+// abandonPending ends the proposals core took before the leader changed:
+// they may or may not commit.
+func (n *Node) abandonPending(term core.Term) {
+	n.pendMu.Lock()
+	var ps []*proposal
+	for _, p := range n.pending {
+		if p.state.Load() == propTaken {
+			ps = append(ps, p)
+		}
+	}
+	n.pendMu.Unlock()
+	for _, p := range ps {
+		n.finish(p, nil, fmt.Errorf("%w: the leader changed (term %d)", ErrOutcomeUnknown, term))
+	}
+}
+
+// expirePending ends taken proposals past their deadline.
+func (n *Node) expirePending(ticks uint64) {
+	n.pendMu.Lock()
+	var ps []*proposal
+	for _, p := range n.pending {
+		if p.state.Load() == propTaken && p.deadline != 0 && ticks >= p.deadline {
+			ps = append(ps, p)
+		}
+	}
+	n.pendMu.Unlock()
+	for _, p := range ps {
+		n.finish(p, nil, fmt.Errorf("%w: not applied within %d ticks", ErrOutcomeUnknown, n.cfg.RequestTimeoutTicks))
+	}
+}
+
+// failPending ends every proposal waiting.
+func (n *Node) failPending(err error) {
+	n.pendMu.Lock()
+	ps := make([]*proposal, 0, len(n.pending))
+	for _, p := range n.pending {
+		ps = append(ps, p)
+	}
+	n.pendMu.Unlock()
+	for _, p := range ps {
+		n.finish(p, nil, err)
+	}
+}
+
+// Propose replicates cmd and returns what StateMachine.Apply returned for
+// it on this node. It always ends: with Apply's result, ErrProposalDropped
+// (the command was not and will not be committed), ErrOutcomeUnknown (it
+// may still commit; wrapping ctx's error if that ended the wait),
+// *NotLeaderError (a follower with DisableProposalForwarding), ErrTooLarge
+// or ErrStopped. It waits at most RequestTimeoutTicks, whatever ctx allows.
+func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
+	if len(cmd) > n.cfg.MaxCommandBytes {
+		return nil, fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, len(cmd), n.cfg.MaxCommandBytes)
+	}
+	p := n.newProposal()
+	p.data = appendEnvelope(make([]byte, 0, len(cmd)+envelopeOverhead), n.cfg.ID, p.req, cmd)
+	return n.submit(ctx, p)
+}
+
+func (n *Node) newProposal() *proposal {
+	return &proposal{req: n.reqBase + n.nextReq.Add(1), done: make(chan result, 1)}
+}
+
+// submit queues p for the loop and waits for its result.
+func (n *Node) submit(ctx context.Context, p *proposal) (any, error) {
+	if n.stopping() {
+		return nil, n.stoppedErr()
+	}
+	n.pendMu.Lock()
+	n.pending[p.req] = p
+	n.pendMu.Unlock()
+	timer := time.NewTimer(n.requestTimeout())
+	defer timer.Stop()
+	select {
+	case n.propC <- p:
+	case <-ctx.Done():
+		n.finish(p, nil, nil)
+		return nil, fmt.Errorf("%w: %w", ErrProposalDropped, ctx.Err())
+	case <-timer.C:
+		n.finish(p, nil, nil)
+		return nil, fmt.Errorf("%w: the node is too busy to take it", ErrProposalDropped)
+	case <-n.stopC:
+		n.finish(p, nil, nil)
+		return nil, n.stoppedErr()
+	}
+	var cause error
+	select {
+	case r := <-p.done:
+		return r.val, r.err
+	case <-ctx.Done():
+		cause = ctx.Err()
+	case <-timer.C:
+		cause = fmt.Errorf("no result within %v", n.requestTimeout())
+	case <-n.stopC:
+		cause = n.stoppedErr()
+	}
+	if p.state.CompareAndSwap(propQueued, propCancelled) {
+		n.finish(p, nil, nil)
+		if errors.Is(cause, ErrStopped) {
+			return nil, cause
+		}
+		return nil, fmt.Errorf("%w: %w", ErrProposalDropped, cause)
+	}
+	n.finish(p, nil, nil)
+	select {
+	case r := <-p.done: // it ended just now
+		if r.err != nil || r.val != nil {
+			return r.val, r.err
+		}
+	default:
+	}
+	return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, cause)
+}
+
+// Read runs query on the state machine once it reflects every write
+// acknowledged before Read was called (linearizable, by ReadIndex). It
+// fails with ErrNoLeader if no leader confirms the read within
+// RequestTimeoutTicks, or ctx's error.
+func (n *Node) Read(ctx context.Context, query []byte) (any, error) {
+	index, err := n.readIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.waitApplied(ctx, index); err != nil {
+		return nil, err
+	}
+	return n.query(query)
+}
+
+// readIndex asks the loop for a read index and waits for it.
+func (n *Node) readIndex(ctx context.Context) (Index, error) {
+	if n.stopping() {
+		return 0, n.stoppedErr()
+	}
+	rq := &readRequest{done: make(chan readResult, 1)}
+	timer := time.NewTimer(n.requestTimeout())
+	defer timer.Stop()
+	select {
+	case n.readC <- rq:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-timer.C:
+		return 0, fmt.Errorf("%w: the node is too busy to take the read", ErrNoLeader)
+	case <-n.stopC:
+		return 0, n.stoppedErr()
+	}
+	select {
+	case r := <-rq.done:
+		return r.index, r.err
+	case <-ctx.Done():
+		rq.cancelled.Store(true)
+		return 0, ctx.Err()
+	case <-timer.C:
+		rq.cancelled.Store(true)
+		return 0, ErrNoLeader
+	case <-n.stopC:
+		return 0, n.stoppedErr()
+	}
+}
+
+// waitApplied waits until the state machine has applied index.
+func (n *Node) waitApplied(ctx context.Context, index Index) error {
+	timer := time.NewTimer(n.requestTimeout())
+	defer timer.Stop()
+	for {
+		applied, ch := n.appliedSignal()
+		if applied >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			return fmt.Errorf("%w: index %d not applied in time", ErrNoLeader, index)
+		case <-n.stopC:
+			return n.stoppedErr()
+		}
+	}
+}
+
+func (n *Node) query(q []byte) (any, error) {
+	n.smMu.Lock()
+	defer n.smMu.Unlock()
+	return n.sm.Query(q)
+}
+
+// StaleRead runs query on this node's state machine as it is, without
+// asking anyone: it may miss recent writes.
+func (n *Node) StaleRead(query []byte) (any, error) {
+	if n.stopping() {
+		return nil, n.stoppedErr()
+	}
+	return n.query(query)
+}
+
+// AddVoter adds node id, reachable at addr, as a voter (or promotes a
+// learner), and returns once the change is applied here.
+func (n *Node) AddVoter(ctx context.Context, id NodeID, addr string) error {
+	return n.changeConf(ctx, core.ConfChangeAddNode, id, addr)
+}
+
+// AddLearner adds node id, reachable at addr, as a learner: it receives
+// the log but does not vote.
+func (n *Node) AddLearner(ctx context.Context, id NodeID, addr string) error {
+	return n.changeConf(ctx, core.ConfChangeAddLearner, id, addr)
+}
+
+// RemoveMember removes node id from the cluster.
+func (n *Node) RemoveMember(ctx context.Context, id NodeID) error {
+	return n.changeConf(ctx, core.ConfChangeRemoveNode, id, "")
+}
+
+func (n *Node) changeConf(ctx context.Context, typ core.ConfChangeType, id NodeID, addr string) error {
+	if id == 0 {
+		return fmt.Errorf("%w: node ID 0", ErrConfig)
+	}
+	if typ != core.ConfChangeRemoveNode && (addr == "" || len(addr) > maxAddrBytes) {
+		return fmt.Errorf("%w: address %q", ErrConfig, addr)
+	}
+	p := n.newProposal()
+	var ms []Member
+	if addr != "" {
+		ms = []Member{{ID: id, Addr: addr}}
+	}
+	p.cc = &core.ConfChange{
+		Changes: []core.ConfChangeSingle{{Type: typ, NodeID: id}},
+		Context: appendContext(nil, n.cfg.ID, p.req, ms),
+	}
+	_, err := n.submit(ctx, p)
+	return err
+}
+
+// onLoop runs f on the loop goroutine and waits for it.
+func (n *Node) onLoop(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case n.ctlC <- func() { f(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopC:
+		return n.stoppedErr()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-n.stopC:
+		return n.stoppedErr()
+	}
+}
+
+// TransferLeadership asks the leader (this node) to hand leadership to
+// id, and waits until id leads or ctx ends.
+func (n *Node) TransferLeadership(ctx context.Context, id NodeID) error {
+	if err := n.onLoop(ctx, func() { n.loopState.r.TransferLeadership(id) }); err != nil {
+		return err
+	}
+	return n.waitLeader(ctx, id)
+}
+
+// Campaign makes this node start an election now, and waits until it
+// leads or ctx ends.
+func (n *Node) Campaign(ctx context.Context) error {
+	var err error
+	if e := n.onLoop(ctx, func() { err = n.loopState.r.Campaign() }); e != nil {
+		return e
+	}
+	if err != nil {
+		return fmt.Errorf("node: campaign: %w", err)
+	}
+	return n.waitLeader(ctx, n.cfg.ID)
+}
+
+// waitLeader polls, every tick, until id leads.
+func (n *Node) waitLeader(ctx context.Context, id NodeID) error {
+	t := time.NewTicker(n.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		if lead, _ := n.Leader(); lead == id {
+			return nil
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopC:
+			return n.stoppedErr()
+		}
+	}
+}
+
+// Snapshot takes a snapshot now (unless nothing was applied since the
+// last) and returns once it is written and recorded.
+func (n *Node) Snapshot(ctx context.Context) error {
+	w := make(chan error, 1)
+	select {
+	case n.apply.snapReq <- w:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopC:
+		return n.stoppedErr()
+	}
+	select {
+	case err := <-w:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Leader returns the leader this node knows of and its address; 0 and ""
+// when none is known.
+func (n *Node) Leader() (NodeID, string) {
+	n.stateMu.Lock()
+	defer n.stateMu.Unlock()
+	return n.soft.Lead, n.members[n.soft.Lead]
+}
+
+// Status describes the node.
+type Status struct {
+	ID      NodeID
+	Role    core.Role
+	Term    core.Term
+	Leader  NodeID
+	Commit  Index
+	Applied Index // by the state machine
+	// Members are the members in the configuration core applied.
+	Members []MemberStatus
+	// Progress is the leader's view of each follower; nil elsewhere.
+	Progress map[NodeID]Progress
+}
+
+// MemberStatus is a member and its role in the configuration.
+type MemberStatus struct {
+	ID      NodeID
+	Addr    string
+	Learner bool
+}
+
+// Progress is what a leader knows of a follower's log.
+type Progress struct {
+	Match, Next Index
+	State       string
+}
+
+// Status returns the node's state; after the node stopped, what it last
+// published.
+func (n *Node) Status() Status {
+	var cs core.Status
+	err := n.onLoop(context.Background(), func() { cs = n.loopState.r.Status() })
+	st := Status{ID: n.cfg.ID, Applied: n.Applied()}
+	n.stateMu.Lock()
+	st.Role, st.Term, st.Leader = n.soft.Role, n.term, n.soft.Lead
+	members := n.members
+	n.stateMu.Unlock()
+	if err != nil {
+		return st
+	}
+	st.Role, st.Term, st.Leader, st.Commit = cs.Role, cs.Term, cs.Lead, cs.Commit
+	learners := map[NodeID]bool{}
+	for _, id := range cs.Config.Learners {
+		learners[id] = true
+	}
+	for _, ids := range [][]NodeID{cs.Config.Voters, cs.Config.Learners, cs.Config.VotersOutgoing} {
+		for _, id := range ids {
+			if !containsMember(st.Members, id) {
+				st.Members = append(st.Members, MemberStatus{ID: id, Addr: members[id], Learner: learners[id]})
+			}
+		}
+	}
+	if cs.Progress != nil {
+		st.Progress = make(map[NodeID]Progress, len(cs.Progress))
+		for id, pr := range cs.Progress {
+			st.Progress[id] = Progress{Match: pr.Match, Next: pr.Next, State: pr.State.String()}
+		}
+	}
+	return st
+}
+
+func containsMember(ms []MemberStatus, id NodeID) bool {
+	for _, m := range ms {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}

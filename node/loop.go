@@ -1,0 +1,520 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/stepraft/stepraft/core"
+	"github.com/stepraft/stepraft/transport"
+)
+
+// loop is the state of the goroutine that owns the core.
+type loop struct {
+	n     *Node
+	r     *core.Raft
+	soft  core.SoftState
+	term  core.Term
+	ticks uint64 // ticks since start, the loop's clock
+
+	// Reads waiting for their ReadState, by the context given to core.
+	reads    map[uint64]*readRequest
+	nextRead uint64
+	retry    []*readRequest // dropped reads to ask again at the next tick
+
+	// snapData is the encoded member list of the snapshot the log store
+	// records, sent with MsgSnap so the receiver knows the addresses.
+	snapData map[Index][]byte
+}
+
+// startLoop creates core and the transport and starts the goroutines.
+func (n *Node) startLoop(boot bootState) error {
+	seed := n.cfg.Seed
+	if seed == 0 {
+		seed = n.reqBase | uint64(n.cfg.ID)
+	}
+	l := &loop{n: n, reads: make(map[uint64]*readRequest), snapData: make(map[Index][]byte)}
+	r, err := core.New(core.Config{
+		ID:                        n.cfg.ID,
+		ElectionTicks:             n.cfg.ElectionTicks,
+		HeartbeatTicks:            n.cfg.HeartbeatTicks,
+		Storage:                   &coreStorage{LogStore: n.store, l: l},
+		Applied:                   boot.applied,
+		MaxEntryBytes:             uint64(n.cfg.MaxCommandBytes + envelopeOverhead),
+		MaxUncommittedBytes:       uint64(max(64<<20, 4*n.cfg.MaxBatchBytes)),
+		DisableProposalForwarding: n.cfg.DisableProposalForwarding,
+		Seed:                      seed,
+		Logger:                    n.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	l.r = r
+	n.loopState = l
+	if boot.applied > 0 {
+		l.snapData[boot.applied] = appendMembers(nil, memberList(boot.members))
+	}
+	if err := n.startTransport(boot.members); err != nil {
+		return err
+	}
+	n.apply = newApplier(n, boot)
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		l.run()
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.apply.run()
+	}()
+	go func() {
+		n.wg.Wait()
+		n.shutdown()
+		close(n.done)
+	}()
+	return nil
+}
+
+// startTransport creates the default transport if need be, and starts it
+// with the members' addresses.
+func (n *Node) startTransport(members map[NodeID]string) error {
+	n.tr = n.cfg.Transport
+	if n.tr == nil {
+		tcp, err := transport.NewTCP(transport.Config{ID: n.cfg.ID, ClusterID: n.cfg.ClusterID, Listen: n.cfg.Listen, TLS: n.cfg.TLS, Logger: n.cfg.Logger})
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		n.tr, n.ownTransport = tcp, true
+	}
+	n.setMembers(members)
+	for id, addr := range members {
+		if id != n.cfg.ID {
+			n.tr.AddPeer(id, addr)
+		}
+	}
+	if err := n.tr.Start(handler{n}); err != nil {
+		if n.ownTransport {
+			n.tr.Close()
+		}
+		return fmt.Errorf("node: start transport: %w", err)
+	}
+	return nil
+}
+
+// shutdown closes what the node owns, after its goroutines ended.
+func (n *Node) shutdown() {
+	if n.ownTransport {
+		n.tr.Close()
+	}
+	n.failPending(n.stoppedErr())
+	n.closeStores()
+	n.log.Info("node stopped")
+}
+
+func (n *Node) setMembers(m map[NodeID]string) {
+	n.stateMu.Lock()
+	n.members = maps.Clone(m)
+	n.stateMu.Unlock()
+}
+
+// coreStorage is the log store as core reads it: its snapshot carries the
+// member addresses in Data, for MsgSnap.
+type coreStorage struct {
+	LogStore
+	l *loop
+}
+
+func (s *coreStorage) Snapshot() (core.Snapshot, error) {
+	snap, err := s.LogStore.Snapshot()
+	if err == nil && snap.Data == nil {
+		snap.Data = s.l.snapData[snap.Meta.Index]
+	}
+	return snap, err
+}
+
+// run is the loop: it takes inputs, steps core, and handles each Ready.
+// It ends when the node stops.
+func (l *loop) run() {
+	n := l.n
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		if l.r.HasReady() {
+			if err := l.handleReady(); err != nil {
+				n.fail(err)
+				return
+			}
+			continue
+		}
+		select {
+		case <-n.stopC:
+			return
+		case <-ticker.C:
+			l.tick()
+		case p := <-n.propC:
+			l.propose(p)
+		case rq := <-n.readC:
+			l.read(rq)
+		case m := <-n.msgC:
+			l.step(m)
+		case f := <-n.ctlC:
+			f()
+		case <-n.reports.sig:
+			l.report()
+		}
+	}
+}
+
+func (l *loop) tick() {
+	l.ticks++
+	l.r.Tick()
+	retry := l.retry
+	l.retry = nil
+	for _, rq := range retry {
+		l.read(rq)
+	}
+	l.expire()
+}
+
+// step steps a received message and any others already waiting.
+func (l *loop) step(m core.Message) {
+	for i := 0; ; i++ {
+		if err := l.r.Step(m); err != nil {
+			l.n.log.Debug("message refused", "from", uint64(m.From), "msg_type", m.Type.String(), "err", err)
+		}
+		if i == messageQueue {
+			return
+		}
+		select {
+		case m = <-l.n.msgC:
+		default:
+			return
+		}
+	}
+}
+
+// propose hands p and the proposals waiting behind it, up to
+// MaxBatchBytes, to core: they go into one Ready.
+func (l *loop) propose(p *proposal) {
+	bytes := 0
+	for {
+		l.proposeOne(p)
+		bytes += len(p.data)
+		if bytes >= l.n.cfg.MaxBatchBytes {
+			return
+		}
+		select {
+		case p = <-l.n.propC:
+		default:
+			return
+		}
+	}
+}
+
+func (l *loop) proposeOne(p *proposal) {
+	if !p.state.CompareAndSwap(propQueued, propTaken) {
+		return // its caller gave up
+	}
+	n := l.n
+	if n.cfg.DisableProposalForwarding && l.soft.Role != core.RoleLeader {
+		n.finish(p, nil, n.notLeader())
+		return
+	}
+	var err error
+	if p.cc != nil {
+		err = l.r.ProposeConfChange(*p.cc)
+	} else {
+		err = l.r.Propose(p.data)
+	}
+	switch {
+	case errors.Is(err, core.ErrTooLarge):
+		n.finish(p, nil, ErrTooLarge)
+	case err != nil:
+		n.finish(p, nil, fmt.Errorf("%w: %w", ErrProposalDropped, err))
+	default:
+		p.term = l.term
+		p.deadline = l.ticks + uint64(n.cfg.RequestTimeoutTicks)
+	}
+}
+
+// read asks core to confirm a read, with a fresh context.
+func (l *loop) read(rq *readRequest) {
+	if rq.gaveUp() {
+		return
+	}
+	if rq.deadline == 0 {
+		rq.deadline = l.ticks + uint64(l.n.cfg.RequestTimeoutTicks)
+	}
+	l.nextRead++
+	ctx := binary.BigEndian.AppendUint64(nil, l.nextRead)
+	l.reads[l.nextRead] = rq
+	rq.ctx = l.nextRead
+	if err := l.r.ReadIndex(ctx); err != nil {
+		delete(l.reads, l.nextRead)
+		l.retry = append(l.retry, rq)
+	}
+}
+
+// expire fails reads and proposals that waited past their deadline.
+func (l *loop) expire() {
+	for k, rq := range l.reads {
+		if rq.gaveUp() || l.ticks >= rq.deadline {
+			delete(l.reads, k)
+			rq.finish(0, ErrNoLeader)
+		}
+	}
+	l.n.expirePending(l.ticks)
+}
+
+// report passes transport reports to core.
+func (l *loop) report() {
+	unreachable, snaps := l.n.reports.take()
+	for _, id := range unreachable {
+		l.r.ReportUnreachable(id)
+	}
+	for _, s := range snaps {
+		l.r.ReportSnapshot(s.id, s.ok)
+	}
+}
+
+// handleReady persists, sends and hands out one Ready.
+func (l *loop) handleReady() error {
+	n := l.n
+	rd := l.r.Ready()
+	if rd.SoftState != nil {
+		l.softChanged(*rd.SoftState)
+	}
+	if rd.HardState.Term != 0 && rd.HardState.Term != l.term {
+		l.term = rd.HardState.Term
+		n.stateMu.Lock()
+		n.term = l.term
+		n.stateMu.Unlock()
+	}
+	var later []core.Message
+	var now []core.Message
+	for _, m := range rd.Messages {
+		if m.Type.IsResponse() {
+			later = append(later, m)
+		} else {
+			now = append(now, m)
+		}
+	}
+	n.tr.Send(now)
+	if err := n.store.Save(rd); err != nil {
+		return fmt.Errorf("node: write log: %w", err)
+	}
+	n.tr.Send(later)
+	var task applyTask
+	if !rd.Snapshot.IsEmpty() {
+		if err := l.installSnapshot(rd.Snapshot, &task); err != nil {
+			return err
+		}
+	}
+	if err := l.committed(rd.CommittedEntries, &task); err != nil {
+		return err
+	}
+	if task.snap != nil || len(task.entries) > 0 {
+		select {
+		case n.applyC <- task:
+		case <-n.stopC:
+			return nil
+		}
+	}
+	l.readStates(rd.ReadStates)
+	for _, e := range rd.DroppedProposals {
+		if origin, req, _, err := parseEnvelope(e.Data); err == nil && origin == n.cfg.ID {
+			n.finishReq(req, nil, ErrProposalDropped)
+		}
+	}
+	l.r.Advance(rd)
+	return nil
+}
+
+// softChanged publishes a new leader or role; proposals waiting on a
+// leader that is gone can no longer be known to commit.
+func (l *loop) softChanged(s core.SoftState) {
+	n := l.n
+	old := l.soft
+	l.soft = s
+	n.stateMu.Lock()
+	n.soft = s
+	n.stateMu.Unlock()
+	if old.Lead != s.Lead {
+		n.log.Info("leader changed", "leader", uint64(s.Lead), "role", s.Role.String(), "term", uint64(l.term))
+		if old.Lead != 0 {
+			n.abandonPending(l.term)
+		}
+	}
+}
+
+// installSnapshot takes the members of an incoming snapshot and has the
+// apply goroutine restore it.
+func (l *loop) installSnapshot(s core.Snapshot, task *applyTask) error {
+	members, _, err := parseMembers(s.Data)
+	if err != nil {
+		return fmt.Errorf("node: snapshot %d from the leader: %w", s.Meta.Index, err)
+	}
+	m := make(map[NodeID]string, len(members))
+	for _, x := range members {
+		m[x.ID] = x.Addr
+	}
+	l.snapData[s.Meta.Index] = slices.Clone(s.Data)
+	l.followConf(s.Meta.ConfState, m)
+	task.snap = &s.Meta
+	task.members = m
+	return nil
+}
+
+// committed applies the configuration changes among ents to core, in log
+// order, and adds ents to task for the apply goroutine.
+func (l *loop) committed(ents []core.Entry, task *applyTask) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	task.entries = ents
+	for i := range ents {
+		e := &ents[i]
+		if e.Type != core.EntryConfChange {
+			continue
+		}
+		var cc core.ConfChange
+		if err := cc.Unmarshal(e.Data); err != nil {
+			return fmt.Errorf("node: configuration entry %d: %w", e.Index, err)
+		}
+		res := confResult{index: e.Index}
+		cs, err := l.r.ApplyConfChange(cc)
+		res.conf, res.err = cs, err
+		if len(cc.Context) > 0 {
+			origin, req, ms, perr := parseContext(cc.Context)
+			if perr != nil {
+				return fmt.Errorf("node: configuration entry %d: %w", e.Index, perr)
+			}
+			res.origin, res.req = origin, req
+			for _, x := range ms {
+				res.added = append(res.added, x)
+			}
+		}
+		if err == nil {
+			m := l.n.memberMap()
+			for _, x := range res.added {
+				m[x.ID] = x.Addr
+			}
+			l.followConf(cs, m)
+			res.members = m
+		}
+		task.confs = append(task.confs, res)
+	}
+	return nil
+}
+
+// followConf makes the transport's peers the members of cs, with the
+// addresses in addrs.
+func (l *loop) followConf(cs core.ConfState, addrs map[NodeID]string) {
+	n := l.n
+	in := make(map[NodeID]bool)
+	for _, ids := range [][]NodeID{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
+		for _, id := range ids {
+			in[id] = true
+		}
+	}
+	old := n.memberMap()
+	next := make(map[NodeID]string)
+	for id := range in {
+		addr := addrs[id]
+		if addr == "" {
+			addr = old[id]
+		}
+		next[id] = addr
+		if id != n.cfg.ID && addr != "" && old[id] != addr {
+			n.tr.AddPeer(id, addr)
+		}
+	}
+	for id := range old {
+		if !in[id] && id != n.cfg.ID {
+			n.tr.RemovePeer(id)
+		}
+	}
+	n.setMembers(next)
+}
+
+func (n *Node) memberMap() map[NodeID]string {
+	n.stateMu.Lock()
+	defer n.stateMu.Unlock()
+	return maps.Clone(n.members)
+}
+
+// readStates passes confirmed reads on, and asks again for dropped ones.
+func (l *loop) readStates(rss []core.ReadState) {
+	for _, rs := range rss {
+		if len(rs.RequestCtx) != 8 {
+			continue
+		}
+		k := binary.BigEndian.Uint64(rs.RequestCtx)
+		rq, ok := l.reads[k]
+		if !ok {
+			continue
+		}
+		delete(l.reads, k)
+		if rs.Dropped {
+			l.retry = append(l.retry, rq)
+			continue
+		}
+		rq.finish(rs.Index, nil)
+	}
+}
+
+func (n *Node) notLeader() error {
+	n.stateMu.Lock()
+	lead := n.soft.Lead
+	addr := n.members[lead]
+	n.stateMu.Unlock()
+	return &NotLeaderError{LeaderID: lead, LeaderAddr: addr}
+}
+
+// recordSnapshot records in the log store a snapshot the apply goroutine
+// wrote, and compacts the log: keeping TrailingEntries behind it, and never
+// past the oldest snapshot kept (so falling back to it leaves no gap).
+func (l *loop) recordSnapshot(meta core.SnapshotMeta, members []byte) error {
+	n := l.n
+	cur, err := n.store.Snapshot()
+	if err != nil {
+		return fmt.Errorf("node: read log: %w", err)
+	}
+	first, err := n.store.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("node: read log: %w", err)
+	}
+	if meta.Index <= cur.Meta.Index || meta.Index < first {
+		return nil // a newer snapshot was installed meanwhile
+	}
+	if err := n.store.SetSnapshot(meta); err != nil {
+		return fmt.Errorf("node: record snapshot %d: %w", meta.Index, err)
+	}
+	l.snapData[meta.Index] = members
+	for i := range l.snapData {
+		if i < meta.Index {
+			delete(l.snapData, i)
+		}
+	}
+	kept, err := n.snaps.List()
+	if err != nil || len(kept) == 0 {
+		return nil // compact next time
+	}
+	to := kept[len(kept)-1].Meta.Index
+	if meta.Index > Index(n.cfg.TrailingEntries) {
+		to = min(to, meta.Index-Index(n.cfg.TrailingEntries))
+	} else {
+		to = 0
+	}
+	if to < first {
+		return nil
+	}
+	if err := n.store.Compact(to); err != nil {
+		return fmt.Errorf("node: compact log to %d: %w", to, err)
+	}
+	n.log.Debug("snapshot recorded", "index", uint64(meta.Index), "compacted_to", uint64(to))
+	return nil
+}

@@ -1,0 +1,414 @@
+package node
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/stepraft/stepraft/core"
+	"github.com/stepraft/stepraft/transport"
+	"github.com/stepraft/stepraft/wal"
+)
+
+// StateMachine is the application a node replicates.
+type StateMachine interface {
+	// Apply applies one committed command, in log order. index lets it skip
+	// commands it already applied (after a restart, entries past the last
+	// snapshot are applied again). The result goes back to Propose's
+	// caller on the node that proposed it.
+	Apply(index uint64, cmd []byte) any
+	// Query answers a read; called after linearizability is established.
+	Query(query []byte) (any, error)
+	// Snapshot captures the state as of the last applied index and returns
+	// a function that writes it; the function may run while later Apply
+	// calls proceed, so the capture must not share mutable state with them.
+	Snapshot() (write func(w io.Writer) error, err error)
+	// Restore replaces the whole state with a snapshot taken at index.
+	Restore(index uint64, r io.Reader) error
+}
+
+// Bounds of the node's queues.
+const (
+	// proposalQueue is how many proposals may wait for the loop.
+	proposalQueue = 4096
+	// readQueue is how many reads may wait for the loop.
+	readQueue = 4096
+	// messageQueue is how many received messages may wait for the loop;
+	// past it the transport's deliveries are dropped (Raft retransmits).
+	messageQueue = 4096
+	// applyQueue is how many batches of committed entries may wait for the
+	// apply goroutine; past it the loop waits (back pressure).
+	applyQueue = 64
+)
+
+// Node is a running member of a cluster. Its methods are safe for
+// concurrent use.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	sm    StateMachine
+	store LogStore
+	snaps SnapshotStore
+	tr    transport.Transport
+
+	ownStore, ownSnaps, ownTransport bool
+
+	propC chan *proposal
+	readC chan *readRequest
+	msgC  chan core.Message
+	ctlC  chan func() // run on the loop goroutine
+	applyC chan applyTask
+
+	reports reports
+
+	stopC    chan struct{} // closed when the node starts stopping
+	stopOnce sync.Once
+	done     chan struct{} // closed when every goroutine has ended
+	wg       sync.WaitGroup
+	errMu    sync.Mutex
+	err      error // why the node stopped itself; nil after Stop
+
+	// Requests waiting for their entries to apply, by request ID.
+	pendMu  sync.Mutex
+	pending map[uint64]*proposal
+	reqBase uint64
+	nextReq atomic.Uint64
+
+	// What the loop publishes for other goroutines.
+	stateMu sync.Mutex
+	soft    core.SoftState
+	term    core.Term
+	members map[NodeID]string // as the loop applied them
+
+	// What the apply goroutine publishes.
+	applyMu   sync.Mutex
+	applied   Index
+	appliedCh chan struct{} // closed and replaced when applied moves
+	smMu      sync.Mutex    // Apply, Query and Restore never overlap
+
+	loopState *loop // owned by the loop goroutine
+	apply     *applier
+	dropped   atomic.Uint64 // received messages dropped on a full queue
+}
+
+// Start starts a node: it bootstraps a new cluster from cfg.Peers, joins
+// one (cfg.Join), or restarts from what cfg.DataDir (or the stores) hold.
+// It returns once the node has replayed its log to the last durable commit
+// index and is serving.
+func Start(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger.With("node_id", uint64(cfg.ID)),
+		sm:        cfg.StateMachine,
+		propC:     make(chan *proposal, proposalQueue),
+		readC:     make(chan *readRequest, readQueue),
+		msgC:      make(chan core.Message, messageQueue),
+		ctlC:      make(chan func()),
+		applyC:    make(chan applyTask, applyQueue),
+		stopC:     make(chan struct{}),
+		done:      make(chan struct{}),
+		pending:   make(map[uint64]*proposal),
+		appliedCh: make(chan struct{}),
+		members:   make(map[NodeID]string),
+	}
+	n.reports.sig = make(chan struct{}, 1)
+	var seed [8]byte
+	rand.Read(seed[:])
+	n.reqBase = binary.LittleEndian.Uint64(seed[:]) &^ (1<<40 - 1) // room for 2^40 requests
+	if err := n.open(); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	boot, err := n.recover()
+	if err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	if err := n.startLoop(boot); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	if err := n.waitReplay(boot.commit); err != nil {
+		n.Stop()
+		return nil, err
+	}
+	n.log.Info("node started", "cluster", n.cfg.ClusterID, "applied", uint64(n.Applied()), "members", len(boot.members))
+	return n, nil
+}
+
+// open opens the stores, checking the cluster and node IDs on disk.
+func (n *Node) open() error {
+	c := &n.cfg
+	if c.LogStore == nil {
+		dir := filepath.Join(c.DataDir, "wal")
+		_, statErr := os.Stat(dir)
+		fresh := errors.Is(statErr, os.ErrNotExist)
+		cluster := c.ClusterID
+		if !fresh && !n.clusterGiven() {
+			cluster = 0 // take the stored one
+		}
+		l, err := wal.Open(dir, wal.Options{Sync: c.Sync, SyncInterval: c.SyncInterval, ClusterID: cluster, NodeID: uint64(c.ID), Logger: c.Logger})
+		if err != nil {
+			return fmt.Errorf("node: open log: %w", err)
+		}
+		stored, _ := l.Identity()
+		if stored != 0 {
+			c.ClusterID = stored
+		}
+		n.store, n.ownStore = l, true
+	} else {
+		n.store = c.LogStore
+	}
+	if c.SnapshotStore == nil {
+		s, err := openSnapStore(filepath.Join(c.DataDir, "snap"), c.SnapshotsKept, c.Logger)
+		if err != nil {
+			return fmt.Errorf("node: open snapshots: %w", err)
+		}
+		n.snaps, n.ownSnaps = s, true
+	} else {
+		n.snaps = c.SnapshotStore
+	}
+	return nil
+}
+
+// clusterGiven reports whether the application set ClusterID itself (as
+// opposed to the default derived from Peers).
+func (n *Node) clusterGiven() bool { return n.cfg.ClusterID != DeriveClusterID(n.cfg.Peers) }
+
+func (n *Node) closeStores() {
+	if n.ownStore && n.store != nil {
+		n.store.Close()
+	}
+	if n.ownSnaps && n.snaps != nil {
+		n.snaps.Close()
+	}
+}
+
+// bootState is what recover found: where core starts.
+type bootState struct {
+	applied Index
+	commit  Index
+	conf    core.ConfState
+	term    core.Term // of the entry at applied
+	members map[NodeID]string
+}
+
+// recover bootstraps an empty store or restores the state machine from the
+// newest snapshot.
+func (n *Node) recover() (bootState, error) {
+	hs, _, err := n.store.InitialState()
+	if err != nil {
+		return bootState{}, fmt.Errorf("node: read log: %w", err)
+	}
+	last, err := n.store.LastIndex()
+	if err != nil {
+		return bootState{}, fmt.Errorf("node: read log: %w", err)
+	}
+	if last == 0 && hs.IsEmpty() {
+		if n.cfg.Join {
+			return bootState{members: n.peerMap()}, nil
+		}
+		return n.bootstrap()
+	}
+	return n.restore(hs)
+}
+
+func (n *Node) peerMap() map[NodeID]string {
+	m := make(map[NodeID]string, len(n.cfg.Peers))
+	for id, a := range n.cfg.Peers {
+		m[id] = a
+	}
+	if n.cfg.Advertise != "" {
+		m[n.cfg.ID] = n.cfg.Advertise
+	}
+	return m
+}
+
+// bootstrap founds a cluster of cfg.Peers: a snapshot at index 1, term 1
+// of the state machine's initial state, naming the founding voters.
+func (n *Node) bootstrap() (bootState, error) {
+	if _, ok := n.cfg.Peers[n.cfg.ID]; !ok {
+		return bootState{}, fmt.Errorf("%w: bootstrapping, and this node (%d) is not in Peers", ErrConfig, n.cfg.ID)
+	}
+	members := n.peerMap()
+	var cs core.ConfState
+	for id := range members {
+		cs.Voters = append(cs.Voters, id)
+	}
+	slices.Sort(cs.Voters)
+	meta := core.SnapshotMeta{Index: 1, Term: 1, ConfState: cs}
+	if err := n.writeSnapshot(meta, members); err != nil {
+		return bootState{}, fmt.Errorf("node: bootstrap: %w", err)
+	}
+	rd := core.Ready{Snapshot: core.Snapshot{Meta: meta}, HardState: core.HardState{Term: 1, Commit: 1}, MustSync: true}
+	if err := n.store.Save(rd); err != nil {
+		return bootState{}, fmt.Errorf("node: bootstrap: %w", err)
+	}
+	n.log.Info("bootstrapped a new cluster", "cluster", n.cfg.ClusterID, "voters", fmt.Sprint(cs.Voters))
+	return bootState{applied: 1, commit: 1, conf: cs, term: 1, members: members}, nil
+}
+
+// writeSnapshot saves the state machine's current state as meta.
+func (n *Node) writeSnapshot(meta core.SnapshotMeta, members map[NodeID]string) error {
+	write, err := n.sm.Snapshot()
+	if err != nil {
+		return fmt.Errorf("state machine snapshot: %w", err)
+	}
+	sink, err := n.snaps.Create(SnapshotInfo{Meta: meta, Members: memberList(members)})
+	if err != nil {
+		return err
+	}
+	if err := write(sink); err != nil {
+		return errors.Join(fmt.Errorf("write snapshot %d: %w", meta.Index, err), sink.Abort())
+	}
+	return sink.Commit()
+}
+
+func memberList(m map[NodeID]string) []Member {
+	out := make([]Member, 0, len(m))
+	for id, a := range m {
+		out = append(out, Member{ID: id, Addr: a})
+	}
+	slices.SortFunc(out, func(a, b Member) int { return cmpID(a.ID, b.ID) })
+	return out
+}
+
+// restore loads the newest snapshot into the state machine.
+func (n *Node) restore(hs core.HardState) (bootState, error) {
+	recorded, err := n.store.Snapshot()
+	if err != nil {
+		return bootState{}, fmt.Errorf("node: read log: %w", err)
+	}
+	info, body, err := n.snaps.Load()
+	if errors.Is(err, ErrNoSnapshot) && recorded.Meta.Index == 0 {
+		// A node that joined and crashed before its first snapshot.
+		return bootState{commit: hs.Commit, members: n.peerMap()}, nil
+	}
+	if err != nil {
+		return bootState{}, fmt.Errorf("node: load snapshot: %w", err)
+	}
+	defer body.Close()
+	if info.Meta.Index < recorded.Meta.Index {
+		return bootState{}, fmt.Errorf("node: the newest usable snapshot is at %d, but the log starts after %d: the snapshot files past it are missing or damaged", info.Meta.Index, recorded.Meta.Index)
+	}
+	n.smMu.Lock()
+	err = n.sm.Restore(uint64(info.Meta.Index), body)
+	n.smMu.Unlock()
+	if err != nil {
+		return bootState{}, fmt.Errorf("node: restore snapshot %d: %w", info.Meta.Index, err)
+	}
+	if info.Meta.Index > recorded.Meta.Index {
+		// The snapshot was made but the log did not record it (a crash in
+		// between): record it now.
+		if err := n.store.SetSnapshot(info.Meta); err != nil {
+			return bootState{}, fmt.Errorf("node: record snapshot %d: %w", info.Meta.Index, err)
+		}
+	}
+	members := n.peerMap()
+	for _, m := range info.Members {
+		members[m.ID] = m.Addr
+	}
+	n.setApplied(info.Meta.Index)
+	return bootState{applied: info.Meta.Index, commit: hs.Commit, conf: info.Meta.ConfState, term: info.Meta.Term, members: members}, nil
+}
+
+// stopping reports whether the node is stopping or stopped.
+func (n *Node) stopping() bool {
+	select {
+	case <-n.stopC:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail stops the node because of err; the first reason sticks.
+func (n *Node) fail(err error) {
+	n.errMu.Lock()
+	if n.err == nil && !n.stopping() {
+		n.err = err
+		n.log.Error("node stopping", "err", err)
+	}
+	n.errMu.Unlock()
+	n.stopOnce.Do(func() { close(n.stopC) })
+}
+
+// Err says why the node stopped itself; nil while it runs and after Stop.
+func (n *Node) Err() error {
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	return n.err
+}
+
+// Done is closed when the node has stopped, by Stop or by itself.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// stoppedErr is what calls on a stopped node return.
+func (n *Node) stoppedErr() error {
+	if err := n.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	return ErrStopped
+}
+
+// Stop stops the node and returns once every goroutine has ended and the
+// stores are closed. It returns the reason the node had stopped itself,
+// if it had. Calling it again is harmless.
+func (n *Node) Stop() error {
+	n.stopOnce.Do(func() { close(n.stopC) })
+	<-n.done
+	return n.Err()
+}
+
+// Applied is the index of the last entry the state machine applied.
+func (n *Node) Applied() Index {
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	return n.applied
+}
+
+func (n *Node) setApplied(i Index) {
+	n.applyMu.Lock()
+	if i > n.applied {
+		n.applied = i
+		close(n.appliedCh)
+		n.appliedCh = make(chan struct{})
+	}
+	n.applyMu.Unlock()
+}
+
+// appliedSignal returns the applied index and a channel closed when it
+// next moves.
+func (n *Node) appliedSignal() (Index, <-chan struct{}) {
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	return n.applied, n.appliedCh
+}
+
+// waitReplay waits until the entries committed before the start are
+// applied, or the node fails.
+func (n *Node) waitReplay(commit Index) error {
+	for {
+		applied, ch := n.appliedSignal()
+		if applied >= commit {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-n.stopC:
+			return n.stoppedErr()
+		}
+	}
+}
