@@ -63,7 +63,6 @@ func parseEnvelope(data []byte) (origin NodeID, req uint64, cmd []byte, err erro
 	return NodeID(o), r, b[n:], nil
 }
 
-
 // appendMembers encodes a member list: version, count, then ID and
 // length-prefixed address of each, sorted by ID.
 func appendMembers(dst []byte, ms []Member) []byte {

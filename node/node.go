@@ -61,10 +61,10 @@ type Node struct {
 
 	ownStore, ownSnaps, ownTransport bool
 
-	propC chan *proposal
-	readC chan *readRequest
-	msgC  chan core.Message
-	ctlC  chan func() // run on the loop goroutine
+	propC  chan *proposal
+	readC  chan *readRequest
+	msgC   chan core.Message
+	ctlC   chan func() // run on the loop goroutine
 	applyC chan applyTask
 
 	reports reports

@@ -111,8 +111,8 @@ func (s *snapStore) Create(info SnapshotInfo) (SnapshotSink, error) {
 type pendingSink struct{ p *snapshotter.Pending }
 
 func (p pendingSink) Write(b []byte) (int, error) { return p.p.Write(b) }
-func (p pendingSink) Commit() error                { _, err := p.p.Commit(); return err }
-func (p pendingSink) Abort() error                 { return p.p.Abort() }
+func (p pendingSink) Commit() error               { _, err := p.p.Commit(); return err }
+func (p pendingSink) Abort() error                { return p.p.Abort() }
 
 func noSnap(err error) error {
 	if errors.Is(err, snapshotter.ErrNoSnapshot) {
