@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,5 +102,424 @@ func TestFailedFsyncStopsTheNode(t *testing.T) {
 	}
 	if _, err := lead.Propose(context.Background(), nil); !errors.Is(err, node.ErrStopped) {
 		t.Fatalf("Propose after the failure: %v, want ErrStopped", err)
+	}
+}
+
+// put proposes key=value through n, failing the test on error.
+func put(t *testing.T, n *node.Node, key, value string) node.Index {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := n.Propose(ctx, nodetest.EncodePut(key, value))
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+	return node.Index(res.(uint64))
+}
+
+// putRetry proposes through whichever node leads, retrying errors that
+// say the command did not apply, until it is acknowledged.
+func putRetry(t *testing.T, c *nodetest.Cluster, key, value string) node.Index {
+	t.Helper()
+	deadline := time.Now().Add(nodetest.WaitTimeout)
+	for {
+		lead := c.WaitLeader()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := lead.Propose(ctx, nodetest.EncodePut(key, value))
+		cancel()
+		if err == nil {
+			return node.Index(res.(uint64))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("put %s: %v", key, err)
+		}
+	}
+}
+
+func TestWriteStopLeaderReadFromNewLeader(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV)
+	lead := c.WaitLeader()
+	for i := range 20 {
+		put(t, lead, fmt.Sprintf("k%d", i), fmt.Sprint(i))
+	}
+	old := lead.Status().ID
+	c.Stop(old)
+	next := c.WaitLeader()
+	if next.Status().ID == old {
+		t.Fatal("the stopped node still leads")
+	}
+	for i := range 20 {
+		v, err := next.Read(context.Background(), []byte(fmt.Sprintf("k%d", i)))
+		if err != nil || v != fmt.Sprint(i) {
+			t.Fatalf("k%d on the new leader: %v, %v", i, v, err)
+		}
+	}
+}
+
+func TestRestartedNodeCatchesUp(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV)
+	lead := c.WaitLeader()
+	put(t, lead, "before", "1")
+	follower := node.NodeID(1)
+	if lead.Status().ID == follower {
+		follower = 2
+	}
+	c.Stop(follower)
+	var last node.Index
+	for i := range 50 {
+		last = putRetry(t, c, fmt.Sprintf("k%d", i), "v")
+	}
+	n := c.Restart(follower)
+	c.WaitApplied(last)
+	if v, _ := kvOf(c, follower).Get("k49"); v != "v" {
+		t.Fatalf("restarted node misses k49 (applied %d)", n.Applied())
+	}
+	if v, _ := kvOf(c, follower).Get("before"); v != "1" {
+		t.Fatal("restarted node lost what it had before it stopped")
+	}
+}
+
+func smallSnapshots(cfg *node.Config) {
+	cfg.SnapshotEntries = 50
+	cfg.TrailingEntries = 10
+}
+
+func TestNodeDownAcrossSnapshotsCatchesUpByStreamedSnapshot(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV, nodetest.Options{Config: smallSnapshots})
+	lead := c.WaitLeader()
+	follower := node.NodeID(1)
+	if lead.Status().ID == follower {
+		follower = 2
+	}
+	c.Stop(follower)
+	for i := range 400 {
+		putRetry(t, c, fmt.Sprintf("k%d", i), "v")
+	}
+	c.Restart(follower)
+	// Writes go on, faster than the trailing window, while it catches up.
+	var last node.Index
+	for i := 400; i < 600; i++ {
+		last = putRetry(t, c, fmt.Sprintf("k%d", i), "v")
+	}
+	c.WaitApplied(last)
+	got, want := kvOf(c, follower).Data(), kvOf(c, c.WaitLeader().Status().ID).Data()
+	if len(got) != 600 || len(want) != 600 {
+		t.Fatalf("follower has %d keys, leader %d, want 600", len(got), len(want))
+	}
+	// It stopped before index 10 and the log was compacted far past
+	// that: only a snapshot from the leader could bring it back.
+	if at := kvOf(c, follower).RestoredAt(); at < 300 {
+		t.Fatalf("follower restored a snapshot at %d, want one from the leader past 300", at)
+	}
+}
+
+func TestPartitionedLeaderStepsDownAndPendingCallsEnd(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV)
+	lead := c.WaitLeader()
+	id := lead.Status().ID
+	var others []node.NodeID
+	for _, x := range c.IDs() {
+		if x != id {
+			others = append(others, x)
+		}
+	}
+	c.Partition([]node.NodeID{id}, others)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_, errs[0] = lead.Propose(context.Background(), nodetest.EncodePut("lost", "x"))
+	}()
+	go func() {
+		defer wg.Done()
+		_, errs[1] = lead.Read(context.Background(), []byte("lost"))
+	}()
+	wg.Wait()
+	// Election timeout is 10 ticks of 10 ms; a few of them.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("calls took %v to end", d)
+	}
+	if errs[0] == nil || !(errors.Is(errs[0], node.ErrOutcomeUnknown) || errors.Is(errs[0], node.ErrProposalDropped)) {
+		t.Fatalf("Propose on a partitioned leader: %v", errs[0])
+	}
+	if errs[1] == nil {
+		t.Fatal("Read on a partitioned leader succeeded")
+	}
+	c.WaitFor("the partitioned leader to step down", func() bool {
+		return lead.Status().Role.String() != "leader"
+	})
+	c.Heal()
+	c.WaitLeader()
+}
+
+func TestApplyPanicStopsTheNode(t *testing.T) {
+	c := nodetest.NewCluster(t, 1, func(node.NodeID) node.StateMachine { return &panicky{KV: nodetest.NewKV()} })
+	lead := c.WaitLeader()
+	_, err := lead.Propose(context.Background(), nodetest.EncodePut("boom", ""))
+	if err == nil {
+		t.Fatal("a panicking Apply returned a result")
+	}
+	<-lead.Done()
+	if lead.Err() == nil || !containsAll(lead.Err().Error(), "panicked", "entry") {
+		t.Fatalf("Err() = %v", lead.Err())
+	}
+}
+
+type panicky struct{ *nodetest.KV }
+
+func (p *panicky) Apply(index uint64, cmd []byte) any {
+	if string(cmd[1:5]) == "boom" {
+		panic("poisoned command")
+	}
+	return p.KV.Apply(index, cmd)
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, x := range subs {
+		if !strings.Contains(s, x) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestTCPCluster(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV, nodetest.Options{TCP: true})
+	lead := c.WaitLeader()
+	var last node.Index
+	for i := range 100 {
+		last = put(t, lead, fmt.Sprintf("k%d", i), "v")
+	}
+	c.WaitApplied(last)
+	for _, id := range c.IDs() {
+		if n := kvOf(c, id).Len(); n != 100 {
+			t.Fatalf("node %d has %d keys", id, n)
+		}
+	}
+}
+
+// load proposes through the leader from a few goroutines until stop is
+// closed, and returns the number of acknowledged writes.
+func load(t *testing.T, c *nodetest.Cluster, stop <-chan struct{}) func() int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := 0
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				lead := c.Leader()
+				if lead == nil {
+					time.Sleep(5 * time.Millisecond) // pacing: no leader yet
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, err := lead.Propose(ctx, nodetest.EncodePut(fmt.Sprintf("load%d-%d", w, i), "x"))
+				cancel()
+				if err == nil {
+					mu.Lock()
+					acked++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	return func() int {
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return acked
+	}
+}
+
+func TestMembersAddedAndRemovedUnderLoad(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV, nodetest.Options{Config: smallSnapshots})
+	c.WaitLeader()
+	stop := make(chan struct{})
+	wait := load(t, c, stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	four, err := c.Add(ctx, false)
+	if err != nil {
+		t.Fatalf("add voter: %v", err)
+	}
+	five, err := c.Add(ctx, true)
+	if err != nil {
+		t.Fatalf("add learner: %v", err)
+	}
+	// Remove a founding follower.
+	lead := c.WaitLeader()
+	victim := node.NodeID(1)
+	if lead.Status().ID == victim {
+		victim = 2
+	}
+	if err := removeRetry(ctx, c, victim); err != nil {
+		t.Fatalf("remove %d: %v", victim, err)
+	}
+	c.Stop(victim)
+	close(stop)
+	if n := wait(); n == 0 {
+		t.Fatal("no write succeeded during the membership changes")
+	}
+	last := putRetry(t, c, "after", "1")
+	c.WaitApplied(last)
+	st := c.WaitLeader().Status()
+	var voters, learners []node.NodeID
+	for _, m := range st.Members {
+		if m.Learner {
+			learners = append(learners, m.ID)
+		} else {
+			voters = append(voters, m.ID)
+		}
+	}
+	if len(voters) != 3 || len(learners) != 1 || learners[0] != five {
+		t.Fatalf("members after the changes: voters %v learners %v", voters, learners)
+	}
+	for _, id := range []node.NodeID{four, five} {
+		if got, want := kvOf(c, id).Len(), kvOf(c, st.ID).Len(); got != want {
+			t.Fatalf("new member %d has %d keys, the leader %d", id, got, want)
+		}
+	}
+}
+
+func removeRetry(ctx context.Context, c *nodetest.Cluster, id node.NodeID) error {
+	for {
+		err := c.WaitLeader().RemoveMember(ctx, id)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func TestReadsDuringLeaderChangesAreNotStale(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV)
+	c.WaitLeader()
+	// One writer counts up key "n"; readers check that a read never
+	// returns less than what was acknowledged before it started.
+	var mu sync.Mutex
+	acked := -1
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			lead := c.Leader()
+			if lead == nil {
+				time.Sleep(5 * time.Millisecond) // pacing: no leader yet
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := lead.Propose(ctx, nodetest.EncodePut("n", fmt.Sprintf("%09d", i)))
+			cancel()
+			if err == nil {
+				mu.Lock()
+				acked = i
+				mu.Unlock()
+				i++
+			}
+		}
+	}()
+	stale := make(chan string, 100)
+	reads := 0
+	var rmu sync.Mutex
+	for r := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				floor := acked
+				mu.Unlock()
+				n := c.Node(node.NodeID(1 + r))
+				if n == nil {
+					time.Sleep(5 * time.Millisecond) // pacing: node restarting
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				v, err := n.Read(ctx, []byte("n"))
+				cancel()
+				if err != nil {
+					continue
+				}
+				got := -1
+				if s, ok := v.(string); ok {
+					got, _ = strconv.Atoi(s)
+				}
+				if got < floor {
+					select {
+					case stale <- fmt.Sprintf("node %d read %d after %d was acknowledged", r+1, got, floor):
+					default: // enough reported
+					}
+				}
+				rmu.Lock()
+				reads++
+				rmu.Unlock()
+			}
+		}()
+	}
+	progress := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		rmu.Lock()
+		defer rmu.Unlock()
+		return reads, acked
+	}
+	for range 4 {
+		lead := c.WaitLeader()
+		r0, w0 := progress()
+		c.WaitFor("reads and writes under this leader", func() bool {
+			r, w := progress()
+			return r >= r0+20 && w >= w0+10
+		})
+		id := lead.Status().ID
+		c.Stop(id)
+		c.WaitLeader()
+		c.Restart(id)
+	}
+	close(stop)
+	wg.Wait()
+	close(stale)
+	for s := range stale {
+		t.Error(s)
+	}
+	if reads == 0 || acked < 10 {
+		t.Fatalf("%d reads, %d writes: the test did not run", reads, acked)
+	}
+	t.Logf("%d reads checked against %d writes across 4 leader changes", reads, acked)
+}
+
+func TestCompactionUnderLoadCausesNoElection(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV, nodetest.Options{Config: smallSnapshots})
+	lead := c.WaitLeader()
+	term := lead.Status().Term
+	var last node.Index
+	for i := range 1000 {
+		last = put(t, lead, fmt.Sprintf("k%d", i), "v")
+	}
+	c.WaitApplied(last)
+	for _, id := range c.IDs() {
+		st := c.Node(id).Status()
+		if st.Term != term {
+			t.Fatalf("node %d is at term %d, the load started at %d: an election happened", id, st.Term, term)
+		}
 	}
 }

@@ -40,8 +40,8 @@ type Config struct {
 	// which may differ: a proxy or NAT in between.
 	Listen string
 	// TLS, when set, makes every connection mutual TLS: it must hold this
-	// node's certificate and the CAs (RootCAs, ClientCAs) that sign peers'
-	// certificates. The transport uses a copy that requires and verifies a
+	// node's certificate and the CAs (RootCAs, ClientCAs, both required)
+	// that sign peers' certificates. The transport uses a copy that requires and verifies a
 	// client certificate and checks, with PeerID, that the certificate
 	// names the node the peer claims to be.
 	TLS *tls.Config
@@ -104,6 +104,10 @@ func (c *Config) Validate() error {
 		return bad("MinBackoff %v above MaxBackoff %v", c.MinBackoff, c.MaxBackoff)
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil:
 		return bad("TLS has no certificate")
+	case c.TLS != nil && (c.TLS.RootCAs == nil || c.TLS.ClientCAs == nil):
+		// Without them Go falls back to the system's public CAs: any
+		// publicly trusted certificate naming "2" would pass as node 2.
+		return bad("TLS needs RootCAs and ClientCAs: the CAs that sign the members' certificates")
 	}
 	return nil
 }

@@ -214,7 +214,13 @@ func (t *TCP) receiveBody(br *bufio.Reader, from core.NodeID, version uint8) (co
 		err = d.skipN(n-2, "snapshot header")
 	}
 	switch {
-	case err != nil || v != version || len(d.b) != 0:
+	case err == nil && v != version:
+		err = fmt.Errorf("wire version %d, want %d", v, version)
+	case err == nil && len(d.b) != 0:
+		err = fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	switch {
+	case err != nil:
 		return m, fmt.Errorf("%w: snapshot header: %w", ErrMalformed, err)
 	case m.Type != core.MsgSnap || m.Snapshot == nil || m.From != from || m.To != t.cfg.ID:
 		return m, fmt.Errorf("%w: snapshot header holds %s from %d to %d", ErrMalformed, m.Type, m.From, m.To)

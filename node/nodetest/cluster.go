@@ -46,6 +46,7 @@ type Cluster struct {
 	nodes  map[node.NodeID]*node.Node
 	sms    map[node.NodeID]node.StateMachine
 	stores map[node.NodeID]*FaultyStore
+	trs    map[node.NodeID]transport.Transport // Memory endpoints
 	dirs   map[node.NodeID]string
 }
 
@@ -55,7 +56,8 @@ type Cluster struct {
 func NewCluster(t testing.TB, n int, newSM func(id node.NodeID) node.StateMachine, opts ...Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, newSM: newSM, peers: map[node.NodeID]string{}, nodes: map[node.NodeID]*node.Node{},
-		sms: map[node.NodeID]node.StateMachine{}, stores: map[node.NodeID]*FaultyStore{}, dirs: map[node.NodeID]string{}}
+		sms: map[node.NodeID]node.StateMachine{}, stores: map[node.NodeID]*FaultyStore{}, dirs: map[node.NodeID]string{},
+		trs: map[node.NodeID]transport.Transport{}}
 	if len(opts) > 0 {
 		c.opts = opts[0]
 	}
@@ -144,7 +146,7 @@ func (c *Cluster) start(id node.NodeID, join bool) error {
 		return err
 	}
 	c.mu.Lock()
-	c.nodes[id], c.sms[id], c.stores[id] = n, cfg.StateMachine, fs
+	c.nodes[id], c.sms[id], c.stores[id], c.trs[id] = n, cfg.StateMachine, fs, cfg.Transport
 	c.mu.Unlock()
 	return nil
 }
@@ -251,13 +253,16 @@ func (c *Cluster) WaitApplied(index node.Index) {
 func (c *Cluster) Stop(id node.NodeID) {
 	c.t.Helper()
 	c.mu.Lock()
-	n, fs := c.nodes[id], c.stores[id]
+	n, fs, tr := c.nodes[id], c.stores[id], c.trs[id]
 	delete(c.nodes, id)
 	c.mu.Unlock()
 	if n == nil {
 		return
 	}
 	n.Stop()
+	if tr != nil {
+		tr.Close()
+	}
 	if err := fs.Close(); err != nil {
 		c.t.Logf("nodetest: close log of %d: %v", id, err)
 	}

@@ -20,6 +20,8 @@ type KV struct {
 	data    map[string]string
 	applied uint64
 	log     []uint64 // indexes applied since the last Restore
+	// restored is the index of the last snapshot restored.
+	restored uint64
 }
 
 // NewKV returns an empty KV.
@@ -110,7 +112,7 @@ func (s *KV) Restore(index uint64, r io.Reader) error {
 		data[k] = v
 	}
 	s.mu.Lock()
-	s.data, s.applied, s.log = data, index, nil
+	s.data, s.applied, s.log, s.restored = data, index, nil, index
 	s.mu.Unlock()
 	return nil
 }
@@ -150,4 +152,11 @@ func (s *KV) Data() map[string]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.data)
+}
+
+// RestoredAt is the index of the last snapshot restored (0 if none).
+func (s *KV) RestoredAt() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restored
 }
