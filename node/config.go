@@ -139,16 +139,23 @@ func (c *Config) Validate() error {
 	case c.MaxCommandBytes > 0 && c.MaxBatchBytes > 0 && c.MaxCommandBytes > c.MaxBatchBytes:
 		return bad("MaxCommandBytes %d above MaxBatchBytes %d", c.MaxCommandBytes, c.MaxBatchBytes)
 	}
+	byAddr := make(map[string]NodeID, len(c.Peers))
 	for id, addr := range c.Peers {
-		if id == 0 {
+		switch {
+		case id == 0:
 			return bad("peer ID 0")
-		}
-		if addr == "" {
+		case addr == "":
 			return bad("peer %d has no address", id)
+		case len(addr) > maxAddrBytes:
+			return bad("peer %d: address of %d bytes", id, len(addr))
 		}
+		if other, ok := byAddr[addr]; ok {
+			return bad("peers %d and %d have the same address %s", min(id, other), max(id, other), addr)
+		}
+		byAddr[addr] = id
 	}
 	if c.Transport == nil && c.Listen == "" && c.Advertise == "" && c.Peers[c.ID] == "" {
-		return bad("no address to listen on: set Listen, Advertise or Peers[%d]", c.ID)
+		return bad("this node (%d) is not in Peers and has no Listen or Advertise address", c.ID)
 	}
 	return nil
 }

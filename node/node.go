@@ -136,6 +136,7 @@ func Start(cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, err
 	}
+	n.setApplied(boot.applied)
 	if err := n.startLoop(boot); err != nil {
 		n.closeStores()
 		return nil, err
@@ -155,6 +156,12 @@ func (n *Node) open() error {
 		dir := filepath.Join(c.DataDir, "wal")
 		_, statErr := os.Stat(dir)
 		fresh := errors.Is(statErr, os.ErrNotExist)
+		if fresh && !c.Join {
+			// Refuse before anything is written.
+			if _, ok := c.Peers[c.ID]; !ok {
+				return fmt.Errorf("%w: bootstrapping a new cluster, and this node (%d) is not in Peers", ErrConfig, c.ID)
+			}
+		}
 		cluster := c.ClusterID
 		if !fresh && !n.clusterGiven() {
 			cluster = 0 // take the stored one

@@ -523,3 +523,72 @@ func TestCompactionUnderLoadCausesNoElection(t *testing.T) {
 		}
 	}
 }
+
+func TestTransferLeadershipAndStatus(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV)
+	lead := c.WaitLeader()
+	last := put(t, lead, "a", "1")
+	c.WaitApplied(last)
+	st := lead.Status()
+	if st.Role.String() != "leader" || st.Commit < last || len(st.Members) != 3 || len(st.Progress) != 3 {
+		t.Fatalf("leader status %+v", st)
+	}
+	for id, pr := range st.Progress {
+		if pr.Match < last {
+			t.Fatalf("progress of %d: match %d < %d", id, pr.Match, last)
+		}
+	}
+	target := node.NodeID(1)
+	if st.ID == target {
+		target = 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := lead.TransferLeadership(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+	if id, addr := c.Node(target).Leader(); id != target || addr == "" {
+		t.Fatalf("after the transfer node %d sees leader %d at %q", target, id, addr)
+	}
+	if v, err := c.Node(target).StaleRead([]byte("a")); err != nil || v != "1" {
+		t.Fatalf("StaleRead: %v, %v", v, err)
+	}
+	// And back.
+	if err := c.Node(target).TransferLeadership(ctx, st.ID); err != nil {
+		t.Fatal(err)
+	}
+	if c.WaitLeader() != lead {
+		t.Fatal("leadership did not come back")
+	}
+}
+
+func TestCampaignElectsThisNode(t *testing.T) {
+	// Elections time out after 10 s: only Campaign starts one here.
+	c := nodetest.NewCluster(t, 3, newKV, nodetest.Options{Config: func(cfg *node.Config) { cfg.ElectionTicks = 1000 }})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Node(2).Campaign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if lead := c.WaitLeader(); lead != c.Node(2) {
+		t.Fatalf("leader is %d, want 2", lead.Status().ID)
+	}
+}
+
+func TestForwardingOffReturnsNotLeader(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, newKV, nodetest.Options{Config: func(cfg *node.Config) { cfg.DisableProposalForwarding = true }})
+	lead := c.WaitLeader()
+	for _, id := range c.IDs() {
+		if id == lead.Status().ID {
+			continue
+		}
+		_, err := c.Node(id).Propose(context.Background(), nodetest.EncodePut("x", "y"))
+		var nl *node.NotLeaderError
+		if !errors.As(err, &nl) || nl.LeaderID != lead.Status().ID || nl.LeaderAddr == "" {
+			t.Fatalf("follower Propose: %v, want NotLeaderError naming %d", err, lead.Status().ID)
+		}
+	}
+	if _, err := lead.Propose(context.Background(), make([]byte, 2<<20)); !errors.Is(err, node.ErrTooLarge) {
+		t.Fatalf("2 MiB command: %v, want ErrTooLarge", err)
+	}
+}

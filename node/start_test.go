@@ -1,0 +1,157 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stepraft/stepraft/node"
+	"github.com/stepraft/stepraft/node/nodetest"
+)
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// single is the configuration of a one-node cluster on loopback TCP with
+// the default wal and snapshotter in dir.
+func single(t *testing.T, dir string) node.Config {
+	return node.Config{ID: 1, Peers: map[node.NodeID]string{1: freeAddr(t)}, DataDir: dir,
+		TickInterval: 10 * time.Millisecond, StateMachine: nodetest.NewKV(), SnapshotEntries: 20, TrailingEntries: 5}
+}
+
+func TestRestartFromDataDir(t *testing.T) {
+	dir := t.TempDir()
+	cfg := single(t, dir)
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Campaign(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 55 {
+		put(t, n, "k"+string(rune('a'+i%26)), strings.Repeat("v", i))
+	}
+	if err := n.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	put(t, n, "last", "1")
+	applied := n.Applied()
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if _, err := n.Propose(context.Background(), nil); !errors.Is(err, node.ErrStopped) {
+		t.Fatalf("Propose after Stop: %v", err)
+	}
+
+	// Restart with no Peers: everything comes from DataDir, the cluster
+	// ID included.
+	kv := nodetest.NewKV()
+	cfg2 := cfg
+	cfg2.Peers, cfg2.Listen, cfg2.StateMachine = nil, freeAddr(t), kv
+	n2, err := node.Start(cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Stop()
+	if n2.Applied() < applied {
+		t.Fatalf("restart applied %d, before the stop %d", n2.Applied(), applied)
+	}
+	if kv.RestoredAt() == 0 {
+		t.Fatal("restart did not restore the snapshot")
+	}
+	if v, _ := kv.Get("last"); v != "1" {
+		t.Fatal("restart lost an entry after the snapshot")
+	}
+	if v, _ := kv.Get("kc"); v != strings.Repeat("v", 54) {
+		t.Fatalf("kc = %q after restart", v)
+	}
+}
+
+func TestStartRefusesBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := single(t, dir)
+	for _, tc := range []struct {
+		name string
+		mod  func(*node.Config)
+		want string
+	}{
+		{"id 0", func(c *node.Config) { c.ID = 0 }, "ID is 0"},
+		{"own id not in peers", func(c *node.Config) { c.ID = 7 }, "not in Peers"},
+		{"peer id 0", func(c *node.Config) { c.Peers[0] = "127.0.0.1:1" }, "peer ID 0"},
+		{"same address twice", func(c *node.Config) { c.Peers[2] = c.Peers[1] }, "same address"},
+		{"no state machine", func(c *node.Config) { c.StateMachine = nil }, "StateMachine"},
+		{"no data dir", func(c *node.Config) { c.DataDir = "" }, "DataDir"},
+		{"join without cluster id", func(c *node.Config) { c.Join = true }, "ClusterID"},
+		{"heartbeat not below election", func(c *node.Config) { c.ElectionTicks, c.HeartbeatTicks = 3, 3 }, "HeartbeatTicks"},
+		{"negative batch", func(c *node.Config) { c.MaxBatchBytes = -1 }, "negative"},
+		{"command over batch", func(c *node.Config) { c.MaxBatchBytes, c.MaxCommandBytes = 1000, 2000 }, "MaxCommandBytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			cfg.Peers = map[node.NodeID]string{1: good.Peers[1]}
+			tc.mod(&cfg)
+			_, err := node.Start(cfg)
+			if !errors.Is(err, node.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start: %v, want ErrConfig mentioning %q", err, tc.want)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Fatalf("a refused Start left %d files in DataDir", len(ents))
+			}
+		})
+	}
+}
+
+func TestStartRefusesDataDirOfAnotherNodeOrCluster(t *testing.T) {
+	dir := t.TempDir()
+	cfg := single(t, dir)
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Stop()
+	before := listing(t, dir)
+
+	other := cfg
+	other.StateMachine = nodetest.NewKV()
+	other.ClusterID = 12345
+	if _, err := node.Start(other); err == nil {
+		t.Fatal("started on the DataDir of another cluster")
+	}
+	other = cfg
+	other.StateMachine = nodetest.NewKV()
+	other.ID = 2
+	other.Peers = map[node.NodeID]string{2: freeAddr(t)}
+	if _, err := node.Start(other); err == nil {
+		t.Fatal("started on the DataDir of another node")
+	}
+	if after := listing(t, dir); after != before {
+		t.Fatalf("refused starts changed DataDir:\n%s\n---\n%s", before, after)
+	}
+}
+
+// listing names every file under dir with its size.
+func listing(t *testing.T, dir string) string {
+	var b strings.Builder
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() && fi.Name() != "LOCK" {
+			b.WriteString(p + " " + fi.ModTime().String() + "\n")
+		}
+		return nil
+	})
+	return b.String()
+}
