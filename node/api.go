@@ -24,7 +24,8 @@ type proposal struct {
 	data  []byte           // the envelope, for a command
 	cc    *core.ConfChange // for a configuration change
 	state atomic.Int32
-	done  chan result // size 1: the first result wins
+	ended atomic.Bool // a result was given (or the caller gave up)
+	done  chan result // size 1: the one result
 	// Set by the loop when core takes it.
 	term     core.Term
 	deadline uint64 // in loop ticks
@@ -63,15 +64,26 @@ func (n *Node) requestTimeout() time.Duration {
 	return time.Duration(n.cfg.RequestTimeoutTicks) * n.cfg.TickInterval
 }
 
-// finish ends p with a result, once.
-func (n *Node) finish(p *proposal, val any, err error) {
+// finish ends p with a result, unless it has ended; it reports whether
+// this call ended it.
+func (n *Node) finish(p *proposal, val any, err error) bool {
 	n.pendMu.Lock()
 	delete(n.pending, p.req)
 	n.pendMu.Unlock()
-	select {
-	case p.done <- result{val, err}:
-	default:
+	if !p.ended.CompareAndSwap(false, true) {
+		return false
 	}
+	p.done <- result{val, err}
+	return true
+}
+
+// forget ends p without a result: its caller gave up. It reports false
+// when a result was given first (then it is in p.done).
+func (n *Node) forget(p *proposal) bool {
+	n.pendMu.Lock()
+	delete(n.pending, p.req)
+	n.pendMu.Unlock()
+	return p.ended.CompareAndSwap(false, true)
 }
 
 // finishReq ends the proposal with request ID req, if it is waiting here.
@@ -160,13 +172,13 @@ func (n *Node) submit(ctx context.Context, p *proposal) (any, error) {
 	select {
 	case n.propC <- p:
 	case <-ctx.Done():
-		n.finish(p, nil, nil)
+		n.forget(p)
 		return nil, fmt.Errorf("%w: %w", ErrProposalDropped, ctx.Err())
 	case <-timer.C:
-		n.finish(p, nil, nil)
+		n.forget(p)
 		return nil, fmt.Errorf("%w: the node is too busy to take it", ErrProposalDropped)
 	case <-n.stopC:
-		n.finish(p, nil, nil)
+		n.forget(p)
 		return nil, n.stoppedErr()
 	}
 	var cause error
@@ -180,20 +192,16 @@ func (n *Node) submit(ctx context.Context, p *proposal) (any, error) {
 	case <-n.stopC:
 		cause = n.stoppedErr()
 	}
-	if p.state.CompareAndSwap(propQueued, propCancelled) {
-		n.finish(p, nil, nil)
-		if errors.Is(cause, ErrStopped) {
-			return nil, cause
-		}
-		return nil, fmt.Errorf("%w: %w", ErrProposalDropped, cause)
+	if !n.forget(p) {
+		r := <-p.done // it ended just now
+		return r.val, r.err
 	}
-	n.finish(p, nil, nil)
-	select {
-	case r := <-p.done: // it ended just now
-		if r.err != nil || r.val != nil {
-			return r.val, r.err
-		}
-	default:
+	if errors.Is(cause, ErrStopped) {
+		return nil, cause
+	}
+	if p.state.CompareAndSwap(propQueued, propCancelled) {
+		// The loop never took it: it cannot commit.
+		return nil, fmt.Errorf("%w: %w", ErrProposalDropped, cause)
 	}
 	return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, cause)
 }

@@ -37,11 +37,22 @@ type applier struct {
 	conf    core.ConfState
 	members map[NodeID]string
 
-	lastSnap Index         // index of the newest snapshot taken or restored
-	writing  bool          // a snapshot is being written
-	written  chan snapDone // the writer's result
-	waiters  []chan error  // Snapshot calls waiting for the next one
-	snapReq  chan chan error
+	lastSnap  Index         // index of the newest snapshot taken or restored
+	writing   bool          // a snapshot is being written or recorded
+	writer    bool          // the writer goroutine runs
+	written   chan snapDone // the writer's result
+	recording chan error    // the loop's answer to recordC; nil if none asked
+	waiters   []chan error  // Snapshot calls waiting for the next one
+	snapReq   chan chan error
+}
+
+// recordRequest asks the loop to record a written snapshot in the log
+// store and compact. The loop takes it from Node.recordC, which holds at
+// most one: a snapshot is written only when the last one is recorded.
+type recordRequest struct {
+	meta    core.SnapshotMeta
+	members []byte
+	result  chan error // size 1
 }
 
 type snapDone struct {
@@ -64,7 +75,7 @@ func newApplier(n *Node, boot bootState) *applier {
 func (a *applier) run() {
 	n := a.n
 	defer func() {
-		if a.writing {
+		if a.writer {
 			<-a.written
 		}
 		for _, w := range a.waiters {
@@ -85,8 +96,14 @@ func (a *applier) run() {
 			a.waiters = append(a.waiters, w)
 			a.maybeSnapshot(true)
 		case d := <-a.written:
-			a.writing = false
+			a.writer = false
 			a.snapshotWritten(d)
+		case err := <-a.recording:
+			a.recording, a.writing = nil, false
+			if err != nil {
+				n.fail(err)
+			}
+			a.answer(err)
 		}
 	}
 }
@@ -205,7 +222,7 @@ func (a *applier) maybeSnapshot(now bool) {
 		a.answer(err)
 		return
 	}
-	a.writing = true
+	a.writing, a.writer = true, true
 	a.lastSnap = meta.Index
 	members := maps.Clone(a.members)
 	n.wg.Add(1)
@@ -224,26 +241,18 @@ func (a *applier) maybeSnapshot(now bool) {
 	}()
 }
 
-// snapshotWritten has the loop record a written snapshot and compact.
+// snapshotWritten has the loop record a written snapshot and compact; the
+// answer comes back on a.recording.
 func (a *applier) snapshotWritten(d snapDone) {
 	n := a.n
 	if d.err != nil {
 		n.log.Warn("snapshot not written", "index", uint64(d.meta.Index), "err", d.err)
+		a.writing = false
 		a.answer(d.err)
 		return
 	}
-	done := make(chan error, 1)
-	f := func() { done <- n.loopState.recordSnapshot(d.meta, d.members) }
-	select {
-	case n.ctlC <- f:
-		err := <-done
-		if err != nil {
-			n.fail(err)
-		}
-		a.answer(err)
-	case <-n.stopC:
-		a.answer(n.stoppedErr())
-	}
+	a.recording = make(chan error, 1)
+	n.recordC <- recordRequest{meta: d.meta, members: d.members, result: a.recording}
 }
 
 // answer ends the Snapshot calls waiting.

@@ -28,6 +28,13 @@ type loop struct {
 	// snapData is the encoded member list of the snapshot the log store
 	// records, sent with MsgSnap so the receiver knows the addresses.
 	snapData map[Index][]byte
+	// conf is the configuration last applied to core; the transport's
+	// peers are its members.
+	conf core.ConfState
+	// removedAt is the tick at which this node applied its own removal
+	// (0: not removed); it stops ElectionTicks later, time enough to hand
+	// off leadership.
+	removedAt uint64
 }
 
 // startLoop creates core and the transport and starts the goroutines.
@@ -36,7 +43,7 @@ func (n *Node) startLoop(boot bootState) error {
 	if seed == 0 {
 		seed = n.reqBase | uint64(n.cfg.ID)
 	}
-	l := &loop{n: n, reads: make(map[uint64]*readRequest), snapData: make(map[Index][]byte)}
+	l := &loop{n: n, reads: make(map[uint64]*readRequest), snapData: make(map[Index][]byte), conf: boot.conf}
 	r, err := core.New(core.Config{
 		ID:                        n.cfg.ID,
 		ElectionTicks:             n.cfg.ElectionTicks,
@@ -57,7 +64,7 @@ func (n *Node) startLoop(boot bootState) error {
 	if boot.applied > 0 {
 		l.snapData[boot.applied] = appendMembers(nil, memberList(boot.members))
 	}
-	if err := n.startTransport(boot.members); err != nil {
+	if err := n.startTransport(boot.members, boot.conf); err != nil {
 		return err
 	}
 	n.apply = newApplier(n, boot)
@@ -79,8 +86,9 @@ func (n *Node) startLoop(boot bootState) error {
 }
 
 // startTransport creates the default transport if need be, and starts it
-// with the members' addresses.
-func (n *Node) startTransport(members map[NodeID]string) error {
+// with the members of conf as peers (all of members when conf is empty: a
+// node joining, which must answer whoever leads).
+func (n *Node) startTransport(members map[NodeID]string, conf core.ConfState) error {
 	n.tr = n.cfg.Transport
 	if n.tr == nil {
 		tcp, err := transport.NewTCP(transport.Config{ID: n.cfg.ID, ClusterID: n.cfg.ClusterID, Listen: n.cfg.Listen, TLS: n.cfg.TLS, Logger: n.cfg.Logger})
@@ -90,8 +98,9 @@ func (n *Node) startTransport(members map[NodeID]string) error {
 		n.tr, n.ownTransport = tcp, true
 	}
 	n.setMembers(members)
+	in := confIDs(conf)
 	for id, addr := range members {
-		if id != n.cfg.ID {
+		if id != n.cfg.ID && (len(in) == 0 || in[id]) {
 			n.tr.AddPeer(id, addr)
 		}
 	}
@@ -162,6 +171,8 @@ func (l *loop) run() {
 			l.step(m)
 		case f := <-n.ctlC:
 			f()
+		case rr := <-n.recordC:
+			rr.result <- l.recordSnapshot(rr.meta, rr.members)
 		case <-n.reports.sig:
 			l.report()
 		}
@@ -171,6 +182,9 @@ func (l *loop) run() {
 func (l *loop) tick() {
 	l.ticks++
 	l.r.Tick()
+	if l.removedAt != 0 && l.ticks >= l.removedAt+uint64(l.n.cfg.ElectionTicks) {
+		l.n.fail(ErrRemoved)
+	}
 	retry := l.retry
 	l.retry = nil
 	for _, rq := range retry {
@@ -411,33 +425,47 @@ func (l *loop) committed(ents []core.Entry, task *applyTask) error {
 }
 
 // followConf makes the transport's peers the members of cs, with the
-// addresses in addrs.
+// addresses in addrs (or those known before). Only members of the previous
+// configuration that cs drops are removed from the transport, which tells
+// them they were removed if they call: a node that the log has not yet
+// added (during replay, say) is never told it was removed.
 func (l *loop) followConf(cs core.ConfState, addrs map[NodeID]string) {
 	n := l.n
+	prev, next := confIDs(l.conf), confIDs(cs)
+	old := n.memberMap()
+	members := make(map[NodeID]string, len(next))
+	for id := range next {
+		addr := addrs[id]
+		if addr == "" {
+			addr = old[id]
+		}
+		members[id] = addr
+		if id != n.cfg.ID && addr != "" && (!prev[id] || old[id] != addr) {
+			n.tr.AddPeer(id, addr)
+		}
+	}
+	for id := range prev {
+		if !next[id] && id != n.cfg.ID {
+			n.tr.RemovePeer(id)
+		}
+	}
+	if prev[n.cfg.ID] && !next[n.cfg.ID] && l.removedAt == 0 {
+		n.log.Info("this node was removed from the cluster; stopping soon")
+		l.removedAt = l.ticks + 1
+	}
+	l.conf = cs
+	n.setMembers(members)
+}
+
+// confIDs is the set of members of cs.
+func confIDs(cs core.ConfState) map[NodeID]bool {
 	in := make(map[NodeID]bool)
 	for _, ids := range [][]NodeID{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
 		for _, id := range ids {
 			in[id] = true
 		}
 	}
-	old := n.memberMap()
-	next := make(map[NodeID]string)
-	for id := range in {
-		addr := addrs[id]
-		if addr == "" {
-			addr = old[id]
-		}
-		next[id] = addr
-		if id != n.cfg.ID && addr != "" && old[id] != addr {
-			n.tr.AddPeer(id, addr)
-		}
-	}
-	for id := range old {
-		if !in[id] && id != n.cfg.ID {
-			n.tr.RemovePeer(id)
-		}
-	}
-	n.setMembers(next)
+	return in
 }
 
 func (n *Node) memberMap() map[NodeID]string {

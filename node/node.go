@@ -66,6 +66,9 @@ type Node struct {
 	msgC   chan core.Message
 	ctlC   chan func() // run on the loop goroutine
 	applyC chan applyTask
+	// recordC carries a written snapshot from the apply goroutine to the
+	// loop; size 1, and the applier asks again only once answered.
+	recordC chan recordRequest
 
 	reports reports
 
@@ -117,6 +120,7 @@ func Start(cfg Config) (*Node, error) {
 		msgC:      make(chan core.Message, messageQueue),
 		ctlC:      make(chan func()),
 		applyC:    make(chan applyTask, applyQueue),
+		recordC:   make(chan recordRequest, 1),
 		stopC:     make(chan struct{}),
 		done:      make(chan struct{}),
 		pending:   make(map[uint64]*proposal),

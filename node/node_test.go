@@ -361,8 +361,17 @@ func TestMembersAddedAndRemovedUnderLoad(t *testing.T) {
 	if lead.Status().ID == victim {
 		victim = 2
 	}
+	removed := c.Node(victim)
 	if err := removeRetry(ctx, c, victim); err != nil {
 		t.Fatalf("remove %d: %v", victim, err)
+	}
+	select {
+	case <-removed.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the removed node did not stop")
+	}
+	if !errors.Is(removed.Err(), node.ErrRemoved) {
+		t.Fatalf("removed node's Err() = %v, want ErrRemoved", removed.Err())
 	}
 	c.Stop(victim)
 	close(stop)
