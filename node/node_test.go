@@ -21,7 +21,8 @@ func kvOf(c *nodetest.Cluster, id node.NodeID) *nodetest.KV {
 }
 
 func TestProposeAndRead(t *testing.T) {
-	c := nodetest.NewCluster(t, 3, newKV)
+	// NewCluster takes a factory with or without the node's ID.
+	c := nodetest.NewCluster(t, 3, func() node.StateMachine { return nodetest.NewKV() })
 	lead := c.WaitLeader()
 	ctx := context.Background()
 	res, err := lead.Propose(ctx, nodetest.EncodePut("a", "1"))

@@ -50,12 +50,25 @@ type Cluster struct {
 	dirs   map[node.NodeID]string
 }
 
+// NewStateMachine makes a node's state machine: with or without the
+// node's ID.
+type NewStateMachine interface {
+	func() node.StateMachine | func(id node.NodeID) node.StateMachine
+}
+
 // NewCluster starts a new cluster of n nodes whose state machines newSM
 // makes (it is called again for a node that restarts), and stops it when
 // the test ends.
-func NewCluster(t testing.TB, n int, newSM func(id node.NodeID) node.StateMachine, opts ...Options) *Cluster {
+func NewCluster[F NewStateMachine](t testing.TB, n int, newSM F, opts ...Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, newSM: newSM, peers: map[node.NodeID]string{}, nodes: map[node.NodeID]*node.Node{},
+	var mk func(node.NodeID) node.StateMachine
+	switch f := any(newSM).(type) {
+	case func() node.StateMachine:
+		mk = func(node.NodeID) node.StateMachine { return f() }
+	case func(node.NodeID) node.StateMachine:
+		mk = f
+	}
+	c := &Cluster{t: t, newSM: mk, peers: map[node.NodeID]string{}, nodes: map[node.NodeID]*node.Node{},
 		sms: map[node.NodeID]node.StateMachine{}, stores: map[node.NodeID]*FaultyStore{}, dirs: map[node.NodeID]string{},
 		trs: map[node.NodeID]transport.Transport{}}
 	if len(opts) > 0 {
