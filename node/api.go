@@ -152,7 +152,23 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	}
 	p := n.newProposal()
 	p.data = appendEnvelope(make([]byte, 0, len(cmd)+envelopeOverhead), n.cfg.ID, p.req, cmd)
-	return n.submit(ctx, p)
+	res, err := n.submit(ctx, p)
+	n.countProposal(err)
+	return res, err
+}
+
+// countProposal counts a proposal's outcome.
+func (n *Node) countProposal(err error) {
+	c := &n.metrics
+	switch {
+	case err == nil:
+		c.accepted.Add(1)
+	case errors.Is(err, ErrOutcomeUnknown):
+		c.unknown.Add(1)
+	case errors.Is(err, ErrStopped):
+	default:
+		c.dropped.Add(1)
+	}
 }
 
 func (n *Node) newProposal() *proposal {
@@ -211,6 +227,18 @@ func (n *Node) submit(ctx context.Context, p *proposal) (any, error) {
 // fails with ErrNoLeader if no leader confirms the read within
 // RequestTimeoutTicks, or ctx's error.
 func (n *Node) Read(ctx context.Context, query []byte) (any, error) {
+	start := time.Now()
+	v, err := n.read(ctx, query)
+	if err != nil {
+		n.metrics.readsFailed.Add(1)
+	} else {
+		n.metrics.readsServed.Add(1)
+		n.metrics.readLat.observe(time.Since(start))
+	}
+	return v, err
+}
+
+func (n *Node) read(ctx context.Context, query []byte) (any, error) {
 	index, err := n.readIndex(ctx)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	"github.com/stepraft/stepraft/core"
 )
@@ -102,6 +103,9 @@ func (a *applier) run() {
 			a.recording, a.writing = nil, false
 			if err != nil {
 				n.fail(err)
+			} else {
+				n.metrics.snapsTaken.Add(1)
+				n.emit(Event{Type: EventSnapshotTaken, Index: a.lastSnap})
 			}
 			a.answer(err)
 		}
@@ -157,10 +161,12 @@ func (a *applier) applyNormal(e *core.Entry) error {
 func (a *applier) safeApply(index Index, cmd []byte) (res any, err error) {
 	a.n.smMu.Lock()
 	defer a.n.smMu.Unlock()
+	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("node: state machine panicked applying entry %d: %v", index, p)
 		}
+		a.n.metrics.applyLat.observe(time.Since(start))
 	}()
 	return a.n.sm.Apply(uint64(index), cmd), nil
 }
@@ -196,6 +202,8 @@ func (a *applier) restore(meta core.SnapshotMeta, members map[NodeID]string) err
 	a.applied, a.term, a.conf, a.members = meta.Index, meta.Term, meta.ConfState, maps.Clone(members)
 	a.lastSnap = meta.Index
 	n.setApplied(meta.Index)
+	n.metrics.snapsReceived.Add(1)
+	n.emit(Event{Type: EventSnapshotInstalled, Index: meta.Index})
 	n.log.Info("restored snapshot", "index", uint64(meta.Index), "term", uint64(meta.Term))
 	return nil
 }

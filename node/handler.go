@@ -15,6 +15,8 @@ import (
 type handler struct{ n *Node }
 
 func (h handler) Deliver(m core.Message) {
+	h.n.metrics.received(&m)
+	h.n.peerHeard(m.From)
 	select {
 	case h.n.msgC <- m:
 	default:
@@ -27,6 +29,8 @@ func (h handler) Unreachable(id core.NodeID) { h.n.reports.unreachable(id) }
 func (h handler) SnapshotDone(id core.NodeID, meta core.SnapshotMeta, err error) {
 	if err != nil {
 		h.n.log.Warn("snapshot not delivered", "peer", uint64(id), "index", uint64(meta.Index), "err", err)
+	} else {
+		h.n.metrics.snapsSent.Add(1)
 	}
 	h.n.reports.snapshot(id, err == nil)
 }

@@ -120,6 +120,7 @@ func (n *Node) shutdown() {
 	}
 	n.failPending(n.stoppedErr())
 	n.closeStores()
+	n.emit(Event{Type: EventStopped, Err: n.Err()})
 	n.log.Info("node stopped")
 }
 
@@ -191,6 +192,28 @@ func (l *loop) tick() {
 		l.read(rq)
 	}
 	l.expire()
+	if l.soft.Role == core.RoleLeader && l.ticks%10 == 0 {
+		l.publishLag()
+	} else if l.soft.Role != core.RoleLeader && l.ticks%10 == 0 {
+		l.n.metrics.peerMu.Lock()
+		l.n.metrics.lag = nil
+		l.n.metrics.peerMu.Unlock()
+	}
+}
+
+// publishLag publishes how far each follower's log is behind the leader's.
+func (l *loop) publishLag() {
+	st := l.r.Status()
+	last := l.n.metrics.lastIndex.Load()
+	lag := make(map[NodeID]uint64, len(st.Progress))
+	for id, pr := range st.Progress {
+		if id != l.n.cfg.ID {
+			lag[id] = last - min(last, uint64(pr.Match))
+		}
+	}
+	l.n.metrics.peerMu.Lock()
+	l.n.metrics.lag = lag
+	l.n.metrics.peerMu.Unlock()
 }
 
 // step steps a received message and any others already waiting.
@@ -288,6 +311,8 @@ func (l *loop) report() {
 	unreachable, snaps := l.n.reports.take()
 	for _, id := range unreachable {
 		l.r.ReportUnreachable(id)
+		l.n.metrics.unreachable(id)
+		l.n.peerUnreachable(id)
 	}
 	for _, s := range snaps {
 		l.r.ReportSnapshot(s.id, s.ok)
@@ -316,10 +341,12 @@ func (l *loop) handleReady() error {
 			now = append(now, m)
 		}
 	}
+	n.metrics.sent(now)
 	n.tr.Send(now)
-	if err := n.store.Save(rd); err != nil {
-		return fmt.Errorf("node: write log: %w", err)
+	if err := l.save(rd); err != nil {
+		return err
 	}
+	n.metrics.sent(later)
 	n.tr.Send(later)
 	var task applyTask
 	if !rd.Snapshot.IsEmpty() {
@@ -338,12 +365,41 @@ func (l *loop) handleReady() error {
 		}
 	}
 	l.readStates(rd.ReadStates)
-	for _, e := range rd.DroppedProposals {
-		if origin, req, _, err := parseEnvelope(e.Data); err == nil && origin == n.cfg.ID {
-			n.finishReq(req, nil, ErrProposalDropped)
+	for i := range rd.DroppedProposals {
+		if origin, req, ok := proposer(&rd.DroppedProposals[i]); ok && origin == n.cfg.ID {
+			n.finishReq(req, nil, fmt.Errorf("%w: the leader refused it", ErrProposalDropped))
 		}
 	}
 	l.r.Advance(rd)
+	return nil
+}
+
+// save writes rd to the log store and counts what it wrote.
+func (l *loop) save(rd core.Ready) error {
+	n := l.n
+	start := time.Now()
+	if err := n.store.Save(rd); err != nil {
+		return fmt.Errorf("node: write log: %w", err)
+	}
+	c := &n.metrics
+	if rd.MustSync {
+		c.fsyncs.Add(1)
+		c.fsyncLat.observe(time.Since(start))
+	}
+	if k := len(rd.Entries); k > 0 {
+		var b uint64
+		for i := range rd.Entries {
+			b += uint64(len(rd.Entries[i].Data))
+		}
+		c.entries.Add(uint64(k))
+		c.bytes.Add(b)
+		c.lastIndex.Store(uint64(rd.Entries[k-1].Index))
+	} else if !rd.Snapshot.IsEmpty() {
+		c.lastIndex.Store(uint64(rd.Snapshot.Meta.Index))
+	}
+	if rd.HardState.Commit != 0 {
+		c.commit.Store(uint64(rd.HardState.Commit))
+	}
 	return nil
 }
 
@@ -356,8 +412,13 @@ func (l *loop) softChanged(s core.SoftState) {
 	n.stateMu.Lock()
 	n.soft = s
 	n.stateMu.Unlock()
+	if s.Role != old.Role && (s.Role == core.RolePreCandidate || s.Role == core.RoleCandidate) {
+		n.metrics.elections.Add(1)
+	}
 	if old.Lead != s.Lead {
 		n.log.Info("leader changed", "leader", uint64(s.Lead), "role", s.Role.String(), "term", uint64(l.term))
+		n.metrics.leaderChanges.Add(1)
+		n.emit(Event{Type: EventLeaderChanged, Leader: s.Lead, Term: uint64(l.term)})
 		if old.Lead != 0 {
 			n.abandonPending(l.term)
 		}
@@ -417,7 +478,8 @@ func (l *loop) committed(ents []core.Entry, task *applyTask) error {
 				m[x.ID] = x.Addr
 			}
 			l.followConf(cs, m)
-			res.members = m
+			res.members = l.n.memberMap()
+			l.n.emit(Event{Type: EventMembershipChanged, Index: e.Index, Members: memberList(res.members)})
 		}
 		task.confs = append(task.confs, res)
 	}
@@ -545,4 +607,18 @@ func (l *loop) recordSnapshot(meta core.SnapshotMeta, members []byte) error {
 	}
 	n.log.Debug("snapshot recorded", "index", uint64(meta.Index), "compacted_to", uint64(to))
 	return nil
+}
+
+// proposer returns the origin and request ID of an entry a node proposed.
+func proposer(e *core.Entry) (NodeID, uint64, bool) {
+	if e.Type == core.EntryConfChange {
+		var cc core.ConfChange
+		if cc.Unmarshal(e.Data) != nil || len(cc.Context) == 0 {
+			return 0, 0, false
+		}
+		origin, req, _, err := parseContext(cc.Context)
+		return origin, req, err == nil
+	}
+	origin, req, _, err := parseEnvelope(e.Data)
+	return origin, req, err == nil
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/stepraft/stepraft/core"
 	"github.com/stepraft/stepraft/transport"
@@ -97,6 +98,9 @@ type Node struct {
 	appliedCh chan struct{} // closed and replaced when applied moves
 	smMu      sync.Mutex    // Apply, Query and Restore never overlap
 
+	metrics counters
+	ev      events
+
 	loopState *loop // owned by the loop goroutine
 	apply     *applier
 	dropped   atomic.Uint64 // received messages dropped on a full queue
@@ -128,6 +132,8 @@ func Start(cfg Config) (*Node, error) {
 		members:   make(map[NodeID]string),
 	}
 	n.reports.sig = make(chan struct{}, 1)
+	n.ev.c = make(chan Event, eventQueue)
+	n.metrics.start = time.Now()
 	var seed [8]byte
 	rand.Read(seed[:])
 	n.reqBase = binary.LittleEndian.Uint64(seed[:]) &^ (1<<40 - 1) // room for 2^40 requests
