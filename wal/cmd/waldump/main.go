@@ -5,7 +5,11 @@
 //
 // Usage:
 //
-//	waldump [-from INDEX] [-limit N] DIR
+//	waldump [-from INDEX] [-limit N] [-around INDEX] [-snap SNAPDIR] DIR
+//
+// DIR is a wal directory, or a node's data directory (holding wal/ and
+// snap/): then the headers of its snapshots are printed too. -around
+// prints the entries within 5 of an index, to compare members' logs.
 //
 // It exits with 1 when it finds damage (including a torn tail, which
 // wal.Open would cut off), 2 on a usage or read error, 0 otherwise.
@@ -17,9 +21,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
 
 	"github.com/stepraft/stepraft/core"
+	"github.com/stepraft/stepraft/snapshotter"
 	"github.com/stepraft/stepraft/wal"
 )
 
@@ -35,8 +42,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	from := fs.Uint64("from", 0, "print entries from this index on")
 	limit := fs.Int("limit", -1, "print at most this many entries (-1: all)")
+	around := fs.Uint64("around", 0, "print the entries within 5 of this index (overrides -from and -limit)")
+	snapDir := fs.String("snap", "", "also print the headers of the snapshots in this directory")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: waldump [-from INDEX] [-limit N] DIR")
+		fmt.Fprintln(stderr, "usage: waldump [-from INDEX] [-limit N] [-around INDEX] [-snap SNAPDIR] DIR")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -47,8 +56,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	dir := fs.Arg(0)
+	if fi, err := os.Stat(filepath.Join(dir, "wal")); err == nil && fi.IsDir() {
+		// A node's data directory.
+		if *snapDir == "" {
+			*snapDir = filepath.Join(dir, "snap")
+		}
+		dir = filepath.Join(dir, "wal")
+	}
+	if *around > 0 {
+		*from, *limit = max(*around, 6)-5, 11
+	}
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
+	snapDamaged := false
+	if *snapDir != "" {
+		snapDamaged = printSnapshots(w, *snapDir)
+	}
 
 	m, err := wal.InspectMeta(dir)
 	if err != nil {
@@ -77,10 +100,39 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	printLog(w, in)
-	if in.Damaged() {
+	if in.Damaged() || snapDamaged {
 		return 1
 	}
 	return 0
+}
+
+// printSnapshots prints the header of every snapshot file in dir, newest
+// name last, and reports whether any is damaged. Bodies are not read.
+func printSnapshots(w io.Writer, dir string) bool {
+	names, err := filepath.Glob(filepath.Join(dir, "*.snap"))
+	if err != nil || len(names) == 0 {
+		fmt.Fprintf(w, "snapshots: %s: none\n", dir)
+		return false
+	}
+	sort.Strings(names)
+	fmt.Fprintf(w, "snapshots: %s\n", dir)
+	damaged := false
+	for _, name := range names {
+		m, body, err := snapshotter.OpenFile(name)
+		if err != nil {
+			fmt.Fprintf(w, "  %s: damaged: %v\n", filepath.Base(name), err)
+			damaged = true
+			continue
+		}
+		body.Close()
+		cs := m.ConfState
+		fmt.Fprintf(w, "  %s: index %d term %d body %d bytes voters %v learners %v outgoing %v\n",
+			filepath.Base(name), m.Index, m.Term, m.Size, cs.Voters, cs.Learners, cs.VotersOutgoing)
+		for _, mb := range m.Members {
+			fmt.Fprintf(w, "    member %d at %s\n", mb.ID, mb.Addr)
+		}
+	}
+	return damaged
 }
 
 func printMeta(w io.Writer, m wal.MetaReport) {

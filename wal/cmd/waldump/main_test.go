@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/stepraft/stepraft/core"
+	"github.com/stepraft/stepraft/snapshotter"
 	"github.com/stepraft/stepraft/wal"
 )
 
@@ -126,5 +128,45 @@ func TestDumpUsage(t *testing.T) {
 	}
 	if _, rc := dump(t, filepath.Join(t.TempDir(), "nothing")); rc != 2 {
 		t.Fatalf("missing directory: exit %d", rc)
+	}
+}
+
+func TestDumpNodeDataDir(t *testing.T) {
+	dir := t.TempDir()
+	writeLog(t, filepath.Join(dir, "wal"), 60)
+	st, err := snapshotter.Open(filepath.Join(dir, "snap"), snapshotter.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := snapshotter.Meta{Index: 30, Term: 1, ConfState: core.ConfState{Voters: []core.NodeID{1, 2, 3}},
+		Members: []snapshotter.Member{{ID: 1, Addr: "10.0.0.1:7001"}, {ID: 2, Addr: "10.0.0.2:7001"}, {ID: 3, Addr: "10.0.0.3:7001"}}}
+	if _, err := st.Save(meta, func(w io.Writer) error { _, err := w.Write([]byte("state")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	out, rc := dump(t, "-around", "30", dir)
+	if rc != 0 {
+		t.Fatalf("exit %d:\n%s", rc, out)
+	}
+	for _, want := range []string{
+		"0000000000000001-000000000000001e.snap: index 30 term 1 body 5 bytes voters [1 2 3]",
+		"member 2 at 10.0.0.2:7001",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	rows := regexp.MustCompile(`(?m)^  (\d+) +1 +EntryNormal`).FindAllStringSubmatch(out, -1)
+	if len(rows) != 11 || rows[0][1] != "25" || rows[10][1] != "35" {
+		t.Fatalf("-around 30: rows %v", rows)
+	}
+	// A damaged snapshot header is reported, with exit status 1.
+	names, _ := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
+	b, _ := os.ReadFile(names[0])
+	b[10] ^= 0xff
+	os.WriteFile(names[0], b, 0o644)
+	out, rc = dump(t, dir)
+	if rc != 1 || !strings.Contains(out, "damaged") {
+		t.Fatalf("damaged snapshot: exit %d:\n%s", rc, out)
 	}
 }
