@@ -1,0 +1,164 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stepraft/stepraft/node"
+)
+
+// procs runs members as separate kvstore processes.
+type procs struct {
+	t       *testing.T
+	bin     string
+	dir     string
+	cluster string
+	peers   map[node.NodeID]string
+	https   map[node.NodeID]string
+	cmds    map[node.NodeID]*exec.Cmd
+}
+
+func buildKVStore(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "kvstore")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func (p *procs) start(id node.NodeID) {
+	p.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(p.dir, fmt.Sprintf("%d.log", id)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.bin, "serve", "-id", fmt.Sprint(id), "-cluster", p.cluster, "-http", p.https[id],
+		"-data", filepath.Join(p.dir, fmt.Sprint(id)), "-tick", "20ms")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	logf.Close()
+	p.cmds[id] = cmd
+}
+
+func (p *procs) kill(id node.NodeID) {
+	if cmd := p.cmds[id]; cmd != nil {
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		delete(p.cmds, id)
+	}
+}
+
+func (p *procs) live() map[node.NodeID]string {
+	m := map[node.NodeID]string{}
+	for id := range p.cmds {
+		m[id] = p.https[id]
+	}
+	return m
+}
+
+func TestProcessesSurviveLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	p := &procs{t: t, bin: buildKVStore(t), dir: t.TempDir(), peers: map[node.NodeID]string{},
+		https: map[node.NodeID]string{}, cmds: map[node.NodeID]*exec.Cmd{}}
+	var parts []string
+	for id := node.NodeID(1); id <= 3; id++ {
+		p.peers[id], _ = freePort()
+		p.https[id], _ = freePort()
+		parts = append(parts, fmt.Sprintf("%d=%s", id, p.peers[id]))
+	}
+	p.cluster = strings.Join(parts, ",")
+	for id := range p.peers {
+		p.start(id)
+	}
+	defer func() {
+		for id := range p.cmds {
+			p.kill(id)
+		}
+		if t.Failed() {
+			for id := range p.peers {
+				b, _ := os.ReadFile(filepath.Join(p.dir, fmt.Sprintf("%d.log", id)))
+				t.Logf("member %d log:\n%s", id, b)
+			}
+		}
+	}()
+	lead, err := waitHTTPLeader(p.live(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string]string{}
+	for i := range 30 {
+		k, v := fmt.Sprintf("key%d", i), fmt.Sprintf("value%d", i)
+		via := node.NodeID(i%3 + 1)
+		if code, body := call(t, "PUT", p.https[via], "/kv/"+k, v); code != 204 {
+			t.Fatalf("PUT %s via %d: %d %s", k, via, code, body)
+		}
+		acked[k] = v
+	}
+	p.kill(lead)
+	next, err := waitHTTPLeader(p.live(), lead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed leader %d; new leader %d", lead, next)
+	for k, v := range acked {
+		if code, body := call(t, "GET", p.https[next], "/kv/"+k, ""); code != 200 || body != v {
+			t.Fatalf("GET %s on the new leader: %d %q, want %q", k, code, body, v)
+		}
+	}
+	if code, body := call(t, "PUT", p.https[next], "/kv/after", "kill"); code != 204 {
+		t.Fatalf("PUT after the kill: %d %s", code, body)
+	}
+	acked["after"] = "kill"
+	p.start(lead)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st statusJSON
+		code, body := call2(p.https[lead], "/status")
+		if code == 200 && json.Unmarshal([]byte(body), &st) == nil && st.Leader != 0 {
+			if code, v := call2(p.https[lead], "/kv/after?stale=1"); code == 200 && v == "kill" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted member %d did not catch up", lead)
+		}
+		time.Sleep(20 * time.Millisecond) // polling
+	}
+	for k, v := range acked {
+		if code, body := call(t, "GET", p.https[lead], "/kv/"+k+"?stale=1", ""); code != 200 || body != v {
+			t.Fatalf("restarted member: %s = %d %q, want %q", k, code, body, v)
+		}
+	}
+}
+
+// call2 is call without failing on a connection error (a process starting).
+func call2(addr, path string) (int, string) {
+	resp, err := client.Get("http://" + addr + path)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, b.String()
+}
