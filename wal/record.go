@@ -51,8 +51,16 @@ func appendRecord(dst []byte, e *core.Entry) []byte {
 
 // recordCRC is the checksum of a record: its version byte and payload.
 func recordCRC(rec []byte) uint32 {
-	return crc32.Update(crc32.Update(0, castagnoli, rec[:1]), castagnoli, rec[5:])
+	seed := crcAfterVersion
+	if rec[0] != recordVersion {
+		seed = crc32.Update(0, castagnoli, rec[:1])
+	}
+	return crc32.Update(seed, castagnoli, rec[5:])
 }
+
+// crcAfterVersion is the checksum state after the current version byte:
+// one call per record instead of two.
+var crcAfterVersion = crc32.Update(0, castagnoli, []byte{recordVersion})
 
 // appendUint appends x as the shortest msgpack unsigned integer.
 func appendUint(dst []byte, x uint64) []byte {

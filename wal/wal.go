@@ -133,8 +133,7 @@ type Log struct {
 	terms     []core.Term
 	termsFrom core.Index
 	batch     twal.Batch
-	buf       []byte
-	offs      []int
+	rec       []byte // encoding buffer of one record, reused
 	dirty     bool // entries written and not yet fsynced
 	// tailBytes follows the size of tidwall/wal's tail segment, to know
 	// when a write starts a new segment file (whose name then needs a
@@ -606,9 +605,6 @@ func (l *Log) append(ents []core.Entry) error {
 	if first > l.last+1 {
 		return fmt.Errorf("%w: append at %d leaves a gap after %d", ErrInvalid, first, l.last)
 	}
-	l.batch.Clear()
-	buf := l.buf[:0]
-	offs := l.offs[:0]
 	for i := range ents {
 		e := &ents[i]
 		switch {
@@ -617,17 +613,11 @@ func (l *Log) append(ents []core.Entry) error {
 		case e.Term == 0 || (e.Type != core.EntryNormal && e.Type != core.EntryConfChange):
 			return fmt.Errorf("%w: entry %d has term %d and type %d", ErrInvalid, e.Index, e.Term, e.Type)
 		}
-		offs = append(offs, len(buf))
-		buf = appendRecord(buf, &ents[i])
 	}
-	offs = append(offs, len(buf))
 	if first <= l.last {
 		if err := l.truncateBack(first - 1); err != nil {
 			return err
 		}
-	}
-	for i := range ents {
-		l.batch.Write(uint64(ents[i].Index), buf[offs[i]:offs[i+1]])
 	}
 	// Follow tidwall/wal's rule for starting a new segment: before the
 	// batch if the tail is over the size, and after any entry that brings
@@ -635,18 +625,22 @@ func (l *Log) append(ents []core.Entry) error {
 	if l.tailBytes > l.opts.SegmentSize {
 		l.tailBytes, l.dirDirty = 0, true
 	}
+	// Each record is encoded into one small reused buffer, which stays in
+	// cache, and copied into the batch: no batch-sized buffer in between.
+	l.batch.Clear()
 	for i := range ents {
-		n := offs[i+1] - offs[i]
-		l.tailBytes += uvarintLen(uint64(n)) + n
+		rec := appendRecord(l.rec[:0], &ents[i])
+		l.batch.Write(uint64(ents[i].Index), rec)
+		if cap(rec) <= 1<<20 {
+			l.rec = rec
+		}
+		l.tailBytes += uvarintLen(uint64(len(rec))) + len(rec)
 		if l.tailBytes >= l.opts.SegmentSize {
 			l.tailBytes, l.dirDirty = 0, true
 		}
 	}
 	if err := l.tl.WriteBatch(&l.batch); err != nil {
 		return fmt.Errorf("wal: write entries %d..%d: %w", first, ents[len(ents)-1].Index, err)
-	}
-	if cap(buf) <= 4<<20 {
-		l.buf, l.offs = buf, offs
 	}
 	for i := range ents {
 		l.pushTerm(ents[i].Index, ents[i].Term)
