@@ -134,7 +134,7 @@ type Log struct {
 	termsFrom core.Index
 	batch     twal.Batch
 	rec       []byte // encoding buffer of one record, reused
-	dirty     bool // entries written and not yet fsynced
+	dirty     bool   // entries written and not yet fsynced
 	// tailBytes follows the size of tidwall/wal's tail segment, to know
 	// when a write starts a new segment file (whose name then needs a
 	// directory fsync); dirDirty says one is due.
