@@ -142,6 +142,20 @@ func TestProcessesSurviveLeaderKill(t *testing.T) {
 			t.Fatalf("restarted member: %s = %d %q, want %q", k, code, body, v)
 		}
 	}
+	// SIGTERM stops a member cleanly: exit status 0.
+	cmd := p.cmds[lead]
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("member %d after SIGTERM: %v", lead, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("member %d did not stop after SIGTERM", lead)
+	}
+	delete(p.cmds, lead)
 }
 
 // call2 is call without failing on a connection error (a process starting).
