@@ -382,7 +382,7 @@ func (l *loop) save(rd core.Ready) error {
 		return fmt.Errorf("node: write log: %w", err)
 	}
 	c := &n.metrics
-	if rd.MustSync {
+	if rd.MustSync && n.syncsEach {
 		c.fsyncs.Add(1)
 		c.fsyncLat.observe(time.Since(start))
 	}

@@ -31,7 +31,10 @@ type Metrics struct {
 	// The log.
 	EntriesWritten uint64 // entries appended
 	BytesWritten   uint64 // their payload bytes
-	Fsyncs         uint64 // Saves that had to be durable (one fsync each under SyncEachBatch)
+	// Fsyncs counts the log writes that had to be durable, each one fsync:
+	// under wal.SyncEachBatch, or with an application's LogStore. Under
+	// SyncInterval and SyncNever it stays 0.
+	Fsyncs uint64
 	// FsyncLatency is the duration of those Saves.
 	FsyncLatency Histogram
 	// EntriesPerFsync is EntriesWritten / Fsyncs.

@@ -100,6 +100,9 @@ type Node struct {
 
 	metrics counters
 	ev      events
+	// syncsEach: a Save with MustSync makes one fsync (the default wal
+	// with SyncEachBatch, or a store the application brought).
+	syncsEach bool
 
 	loopState *loop // owned by the loop goroutine
 	apply     *applier
@@ -146,6 +149,7 @@ func Start(cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, err
 	}
+	n.syncsEach = !n.ownStore || n.cfg.Sync == wal.SyncEachBatch
 	n.setApplied(boot.applied)
 	if err := n.startLoop(boot); err != nil {
 		n.closeStores()
