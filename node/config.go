@@ -47,12 +47,13 @@ type Config struct {
 	// members the log does not know an address for.
 	Peers map[NodeID]string
 	// Join starts a node that an existing cluster has added (AddVoter or
-	// AddLearner) and that waits to be contacted by its leader. ClusterID
-	// is required with Join.
+	// AddLearner) and that waits to be contacted by its leader. Without a
+	// ClusterID it takes the one of the first member that contacts it (the
+	// leader, with the default TCP transport) and stores it.
 	Join bool
 	// ClusterID identifies the cluster: stored on disk, checked on every
 	// restart and in every transport handshake. Default: derived from the
-	// founding members' IDs.
+	// founding members' IDs (when not joining).
 	ClusterID uint64
 	// DataDir holds the log (DataDir/wal) and the snapshots
 	// (DataDir/snap). Required unless both LogStore and SnapshotStore are
@@ -124,8 +125,6 @@ func (c *Config) Validate() error {
 		return bad("no StateMachine")
 	case c.DataDir == "" && (c.LogStore == nil || c.SnapshotStore == nil):
 		return bad("no DataDir")
-	case c.Join && c.ClusterID == 0:
-		return bad("Join needs the ClusterID of the cluster to join")
 	case c.TickInterval < 0 || c.ElectionTicks < 0 || c.HeartbeatTicks < 0 || c.SyncInterval < 0:
 		return bad("negative duration")
 	case c.MaxBatchBytes < 0 || c.MaxCommandBytes < 0 || c.SnapshotsKept < 0 || c.RequestTimeoutTicks < 0:
@@ -195,7 +194,7 @@ func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = c.Advertise
 	}
-	if c.ClusterID == 0 {
+	if c.ClusterID == 0 && !c.Join {
 		c.ClusterID = DeriveClusterID(c.Peers)
 	}
 	if c.Logger == nil {

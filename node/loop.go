@@ -437,6 +437,7 @@ func (l *loop) installSnapshot(s core.Snapshot, task *applyTask) error {
 		m[x.ID] = x.Addr
 	}
 	l.snapData[s.Meta.Index] = slices.Clone(s.Data)
+	l.n.learnCluster()
 	l.followConf(s.Meta.ConfState, m)
 	task.snap = &s.Meta
 	task.members = m

@@ -103,6 +103,7 @@ type Node struct {
 	// syncsEach: a Save with MustSync makes one fsync (the default wal
 	// with SyncEachBatch, or a store the application brought).
 	syncsEach bool
+	cluster   atomic.Uint64 // the cluster ID, once known
 
 	loopState *loop // owned by the loop goroutine
 	apply     *applier
@@ -150,6 +151,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.syncsEach = !n.ownStore || n.cfg.Sync == wal.SyncEachBatch
+	n.cluster.Store(n.cfg.ClusterID)
 	n.setApplied(boot.applied)
 	if err := n.startLoop(boot); err != nil {
 		n.closeStores()
@@ -343,6 +345,36 @@ func (n *Node) restore(hs core.HardState) (bootState, error) {
 	}
 	n.setApplied(info.Meta.Index)
 	return bootState{applied: info.Meta.Index, commit: hs.Commit, conf: info.Meta.ConfState, term: info.Meta.Term, members: members}, nil
+}
+
+// ClusterID returns the cluster's ID; 0 for a joining node that has not
+// heard from the cluster yet.
+func (n *Node) ClusterID() uint64 { return n.cluster.Load() }
+
+// learnCluster stores the cluster ID a joining node's transport learned.
+// It runs on the loop goroutine, which owns the log store's writes.
+func (n *Node) learnCluster() {
+	if n.cluster.Load() != 0 {
+		return
+	}
+	tr, ok := n.tr.(interface{ ClusterID() uint64 })
+	if !ok {
+		return
+	}
+	id := tr.ClusterID()
+	if id == 0 {
+		return
+	}
+	if s, ok := n.store.(interface {
+		SetIdentity(cluster, node uint64) error
+	}); ok {
+		if err := s.SetIdentity(id, uint64(n.cfg.ID)); err != nil {
+			n.log.Warn("could not store the cluster ID", "cluster", id, "err", err)
+			return
+		}
+	}
+	n.cluster.Store(id)
+	n.log.Info("joined cluster", "cluster", id)
 }
 
 // stopping reports whether the node is stopping or stopped.

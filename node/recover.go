@@ -37,8 +37,18 @@ var ErrBadBackup = errors.New("node: bad backup")
 
 // Backup takes a snapshot now and writes it to w as a backup: its index,
 // term, the cluster's members and their addresses, the state machine's
-// state, and a checksum. RestoreBackup makes a new cluster from it.
+// state, and a checksum. RestoreBackup makes a new cluster from it. Like a
+// linearizable read, it first waits until this node has applied every
+// write acknowledged before the call (so it fails with ErrNoLeader when no
+// leader can confirm that).
 func (n *Node) Backup(ctx context.Context, w io.Writer) (SnapshotInfo, error) {
+	index, err := n.readIndex(ctx)
+	if err == nil {
+		err = n.waitApplied(ctx, index)
+	}
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("node: backup: %w", err)
+	}
 	if err := n.Snapshot(ctx); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("node: backup: %w", err)
 	}

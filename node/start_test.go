@@ -96,7 +96,6 @@ func TestStartRefusesBadConfig(t *testing.T) {
 		{"same address twice", func(c *node.Config) { c.Peers[2] = c.Peers[1] }, "same address"},
 		{"no state machine", func(c *node.Config) { c.StateMachine = nil }, "StateMachine"},
 		{"no data dir", func(c *node.Config) { c.DataDir = "" }, "DataDir"},
-		{"join without cluster id", func(c *node.Config) { c.Join = true }, "ClusterID"},
 		{"heartbeat not below election", func(c *node.Config) { c.ElectionTicks, c.HeartbeatTicks = 3, 3 }, "HeartbeatTicks"},
 		{"negative batch", func(c *node.Config) { c.MaxBatchBytes = -1 }, "negative"},
 		{"command over batch", func(c *node.Config) { c.MaxBatchBytes, c.MaxCommandBytes = 1000, 2000 }, "MaxCommandBytes"},

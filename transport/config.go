@@ -33,7 +33,9 @@ type Config struct {
 	// ID is this node's ID; not zero.
 	ID core.NodeID
 	// ClusterID is checked in every handshake: nodes of another cluster
-	// are refused.
+	// are refused. 0 means "learn it": the first peer whose handshake is
+	// accepted (a leader contacting a node that joins) sets it, and it is
+	// checked from then on (ClusterID reports it).
 	ClusterID uint64
 	// Listen is the address to accept peers on, such as "0.0.0.0:7001" or
 	// "127.0.0.1:0". Peers dial the address they were given (AddPeer),

@@ -230,7 +230,7 @@ func (t *TCP) handshake(ctx context.Context, conn net.Conn, id core.NodeID, kind
 		}
 		conn = tc
 	}
-	h := hello{Cluster: t.cfg.ClusterID, From: t.cfg.ID, To: id, MinVersion: minVersion, MaxVersion: maxVersion, Kind: kind}
+	h := hello{Cluster: t.cluster.Load(), From: t.cfg.ID, To: id, MinVersion: minVersion, MaxVersion: maxVersion, Kind: kind}
 	if _, err := conn.Write(appendHello(nil, &h)); err != nil {
 		return dialed{}, err
 	}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stepraft/stepraft/core"
@@ -27,6 +28,8 @@ type TCP struct {
 	log       *slog.Logger
 	ln        net.Listener
 	serverTLS *tls.Config // nil without TLS
+
+	cluster atomic.Uint64 // Config.ClusterID, or the one learned
 
 	ctx    context.Context // canceled by Close: ends dials and streams
 	cancel context.CancelFunc
@@ -67,9 +70,14 @@ func NewTCP(cfg Config) (*TCP, error) {
 	if cfg.TLS != nil {
 		t.serverTLS = t.serverConfig()
 	}
+	t.cluster.Store(cfg.ClusterID)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	return t, nil
 }
+
+// ClusterID returns the cluster ID the transport checks: Config.ClusterID,
+// or the one it learned (0 until then).
+func (t *TCP) ClusterID() uint64 { return t.cluster.Load() }
 
 // Addr is the address the transport listens on (with the port chosen
 // when Listen asked for port 0).
@@ -377,8 +385,9 @@ func (t *TCP) admit(h *hello, certID core.NodeID) (st status, version uint8, rel
 	_, known := t.peers[h.From]
 	removed := t.removed[h.From]
 	t.mu.Unlock()
+	cluster := t.cluster.Load()
 	switch {
-	case h.Cluster != t.cfg.ClusterID:
+	case h.Cluster == 0 || (cluster != 0 && h.Cluster != cluster):
 		return statusWrongCluster, 0, release
 	case h.To != t.cfg.ID:
 		return statusWrongNode, 0, release
@@ -394,6 +403,9 @@ func (t *TCP) admit(h *hello, certID core.NodeID) (st status, version uint8, rel
 	version = commonVersion(h.MinVersion, h.MaxVersion)
 	if version == 0 {
 		return statusNoVersion, 0, release
+	}
+	if cluster == 0 && !t.cluster.CompareAndSwap(0, h.Cluster) && t.cluster.Load() != h.Cluster {
+		return statusWrongCluster, 0, release // another peer taught another ID meanwhile
 	}
 	if h.Kind == kindSnapshot {
 		select {

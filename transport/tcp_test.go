@@ -576,3 +576,30 @@ func TestTCPPeerBehindProxy(t *testing.T) {
 		func() { a.tr.Send([]core.Message{app(1, 2, 2, 1, 10)}) },
 		func() bool { return len(b.rec.msgs) > 1 })
 }
+
+func TestTCPLearnsClusterIDFromFirstPeer(t *testing.T) {
+	a := newNode(t, 1, nil)
+	b := newNode(t, 2, func(c *Config) { c.ClusterID = 0 }) // joining: knows no cluster yet
+	connect(a, b)
+	if b.tr.ClusterID() != 0 {
+		t.Fatalf("ClusterID before any peer: %d", b.tr.ClusterID())
+	}
+	a.tr.Send([]core.Message{app(1, 2, 1, 1, 10)})
+	b.rec.waitFor(t, "a message from the cluster", func() bool { return len(b.rec.msgs) == 1 })
+	if got := b.tr.ClusterID(); got != testCluster {
+		t.Fatalf("learned cluster %x, want %x", got, testCluster)
+	}
+	// From then on another cluster is refused, and b's own hellos carry
+	// the learned ID.
+	_, r := rawDial(t, b, hello{Cluster: testCluster + 1, From: 1, To: 2, MinVersion: 1, MaxVersion: 1, Kind: kindMessages})
+	if r.Status != statusWrongCluster {
+		t.Fatalf("another cluster after learning: %v", r.Status)
+	}
+	b.tr.Send([]core.Message{{Type: core.MsgAppResp, From: 2, To: 1, Term: 3, Index: 2}})
+	a.rec.waitFor(t, "b's answer", func() bool { return len(a.rec.msgs) == 1 })
+	// A peer that knows no cluster either is refused by one that does.
+	_, r = rawDial(t, a, hello{Cluster: 0, From: 2, To: 1, MinVersion: 1, MaxVersion: 1, Kind: kindMessages})
+	if r.Status != statusWrongCluster {
+		t.Fatalf("cluster 0 dialing a member: %v", r.Status)
+	}
+}

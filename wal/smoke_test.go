@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
@@ -78,5 +79,37 @@ func TestSmokeWriteReopen(t *testing.T) {
 	tm, _ := l.Term(20)
 	if first != 21 || last != 22 || tm != 3 {
 		t.Fatalf("reopened: first %d last %d term(20) %d", first, last, tm)
+	}
+}
+
+func TestSetIdentity(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{NodeID: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, n := l.Identity(); c != 0 || n != 4 {
+		t.Fatalf("identity %x %d", c, n)
+	}
+	if err := l.SetIdentity(0xabc, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetIdentity(0xabc, 4); err != nil {
+		t.Fatalf("setting the same identity again: %v", err)
+	}
+	if err := l.SetIdentity(0xdef, 4); !errors.Is(err, ErrIdentity) {
+		t.Fatalf("changing the cluster: %v, want ErrIdentity", err)
+	}
+	l.Close()
+	if _, err := Open(dir, Options{ClusterID: 0xdef, NodeID: 4}); !errors.Is(err, ErrIdentity) {
+		t.Fatalf("reopening as another cluster: %v, want ErrIdentity", err)
+	}
+	l, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if c, n := l.Identity(); c != 0xabc || n != 4 {
+		t.Fatalf("identity after reopening: %x %d", c, n)
 	}
 }

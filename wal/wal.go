@@ -1035,6 +1035,27 @@ func (l *Log) closeFiles() error {
 	return errors.Join(errs...)
 }
 
+// SetIdentity records the cluster and node IDs in a log that does not have
+// them yet (0): a node that joined a cluster and learned its ID. An ID
+// already recorded cannot change (ErrIdentity); setting the same again does
+// nothing.
+func (l *Log) SetIdentity(clusterID, nodeID uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return err
+	}
+	m := l.meta.cur
+	if (m.clusterID != 0 && clusterID != 0 && m.clusterID != clusterID) || (m.nodeID != 0 && nodeID != 0 && m.nodeID != nodeID) {
+		return fmt.Errorf("%w: %s holds cluster %x node %d, not cluster %x node %d", ErrIdentity, l.dir, m.clusterID, m.nodeID, clusterID, nodeID)
+	}
+	if (m.clusterID != 0 || clusterID == 0) && (m.nodeID != 0 || nodeID == 0) {
+		return nil
+	}
+	m.clusterID, m.nodeID = max(m.clusterID, clusterID), max(m.nodeID, nodeID)
+	return l.fail(l.writeMeta(m, true))
+}
+
 // Identity returns the cluster and node IDs stored in the log.
 func (l *Log) Identity() (clusterID, nodeID uint64) {
 	l.mu.Lock()

@@ -253,3 +253,54 @@ func TestNoQuorumAnswers503And504(t *testing.T) {
 		t.Fatalf("/status without a leader: %d", code)
 	}
 }
+
+func TestJoinLearnsTheClusterID(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	lead := c.leader()
+	if code, body := call(t, "PUT", c.https[lead], "/kv/before", "join"); code != 204 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	raft, _ := freePort()
+	httpAddr, _ := freePort()
+	member := fmt.Sprintf(`{"id":4,"raft":%q,"http":%q,"learner":false}`, raft, httpAddr)
+	if code, body := call(t, "POST", c.https[lead%3+1], "/members", member); code != 204 {
+		t.Fatalf("POST /members: %d %s", code, body)
+	}
+	peers := map[node.NodeID]string{4: raft}
+	for id, a := range c.peers {
+		peers[id] = a
+	}
+	m, err := startMember(memberConfig{Config: node.Config{ID: 4, Peers: peers, Join: true, DataDir: filepath.Join(c.dir, "4"),
+		TickInterval: 20 * time.Millisecond}, HTTP: httpAddr, Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.stop()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if code, body := call2(httpAddr, "/kv/before?stale=1"); code == 200 && body == "join" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the joined member never caught up")
+		}
+		time.Sleep(20 * time.Millisecond) // polling
+	}
+	var st4, st1 statusJSON
+	_, b4 := call(t, "GET", httpAddr, "/status", "")
+	_, b1 := call(t, "GET", c.https[1], "/status", "")
+	json.Unmarshal([]byte(b4), &st4)
+	json.Unmarshal([]byte(b1), &st1)
+	if st4.ClusterID == "0" || st4.ClusterID != st1.ClusterID || len(st1.Members) != 4 {
+		t.Fatalf("joined member's cluster %s, member 1's %s; members %+v", st4.ClusterID, st1.ClusterID, st1.Members)
+	}
+	var http4 string
+	for _, mb := range st1.Members {
+		if mb.ID == 4 {
+			http4 = mb.HTTP
+		}
+	}
+	if http4 != httpAddr {
+		t.Fatalf("member 4's HTTP address in /status: %q, want %q", http4, httpAddr)
+	}
+}

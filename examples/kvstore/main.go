@@ -129,17 +129,10 @@ func startMember(mc memberConfig) (*member, error) {
 		ln.Close()
 		return nil, err
 	}
-	s := &server{n: n, st: st, id: uint64(mc.ID), http: ln.Addr().String(), timeout: mc.Timeout, cluster: clusterOf(mc.Config)}
+	s := &server{n: n, st: st, id: uint64(mc.ID), http: ln.Addr().String(), timeout: mc.Timeout}
 	m := &member{n: n, st: st, ln: ln, srv: &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}}
 	go m.srv.Serve(ln)
 	return m, nil
-}
-
-func clusterOf(c node.Config) uint64 {
-	if c.ClusterID != 0 {
-		return c.ClusterID
-	}
-	return node.DeriveClusterID(c.Peers)
 }
 
 // stop stops the HTTP server, then the node.
@@ -161,7 +154,7 @@ func serve(args []string, stderr io.Writer) error {
 	tick := fs.Duration("tick", 100*time.Millisecond, "tick interval")
 	election := fs.Int("election-ticks", 10, "election timeout in ticks")
 	join := fs.Bool("join", false, "join a running cluster (after POST /members on it)")
-	clusterID := fs.Uint64("cluster-id", 0, "cluster ID (required with -join; see /status of a member)")
+	clusterID := fs.Uint64("cluster-id", 0, "cluster ID to check (default: derived from -cluster, or learned from the cluster with -join)")
 	timeout := fs.Duration("timeout", 5*time.Second, "time a request may take")
 	verbose := fs.Bool("v", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {

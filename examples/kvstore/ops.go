@@ -111,6 +111,6 @@ func recoverCmd(args []string, stdout io.Writer) error {
 	if rep.LastIndex > rep.Commit {
 		fmt.Fprintf(stdout, "entries %d..%d were in the log but not known committed; they are committed now\n", rep.Commit+1, rep.LastIndex)
 	}
-	fmt.Fprintf(stdout, "start it with -data %s, and the new members with -join -cluster-id %d\n", *data, rep.ClusterID)
+	fmt.Fprintf(stdout, "start it with -data %s, and the new members with -join (cluster ID %d)\n", *data, rep.ClusterID)
 	return nil
 }

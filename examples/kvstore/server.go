@@ -21,7 +21,6 @@ type server struct {
 	id      uint64
 	http    string        // this member's HTTP address
 	timeout time.Duration // per request
-	cluster uint64
 }
 
 func (s *server) routes() *http.ServeMux {
@@ -173,7 +172,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	st := s.n.Status()
 	addrs := s.st.httpAddrs()
 	addrs[s.id] = s.http
-	out := statusJSON{ID: s.id, ClusterID: strconv.FormatUint(s.cluster, 10), Role: st.Role.String(), Term: uint64(st.Term),
+	out := statusJSON{ID: s.id, ClusterID: strconv.FormatUint(s.n.ClusterID(), 10), Role: st.Role.String(), Term: uint64(st.Term),
 		Leader: uint64(st.Leader), Commit: uint64(st.Commit), Applied: uint64(st.Applied), Members: []memberJSON{}}
 	if st.Role == 0 {
 		out.Role = "follower"
