@@ -211,7 +211,7 @@ func initLog(dir string, cluster uint64, id NodeID, meta core.SnapshotMeta, hs c
 type RecoverConfig struct {
 	// DataDir is the stopped member's data directory (default layout).
 	DataDir string
-	// ID is the member's ID.
+	// ID is the member's ID; 0 takes the one stored in its log.
 	ID NodeID
 	// StateMachine is a fresh state machine of the application: recovery
 	// replays the log into it to write a new snapshot.
@@ -225,6 +225,7 @@ type RecoverConfig struct {
 
 // RecoverReport says what a recovery kept.
 type RecoverReport struct {
+	ID        NodeID // the member recovered
 	ClusterID uint64
 	// SnapshotIndex is the snapshot the member's state was loaded from.
 	SnapshotIndex Index
@@ -251,15 +252,23 @@ type RecoverReport struct {
 // new set is up.
 func Recover(cfg RecoverConfig) (RecoverReport, error) {
 	var rep RecoverReport
-	if cfg.ID == 0 || cfg.StateMachine == nil || cfg.Members[cfg.ID] == "" {
-		return rep, fmt.Errorf("%w: recover needs ID, StateMachine and Members including this member", ErrConfig)
+	if cfg.StateMachine == nil || len(cfg.Members) == 0 {
+		return rep, fmt.Errorf("%w: recover needs a StateMachine and Members", ErrConfig)
 	}
 	l, err := wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{NodeID: uint64(cfg.ID), Logger: cfg.Logger})
 	if err != nil {
 		return rep, fmt.Errorf("node: recover: %w", err)
 	}
 	defer l.Close()
-	rep.ClusterID, _ = l.Identity()
+	var stored uint64
+	rep.ClusterID, stored = l.Identity()
+	if cfg.ID == 0 {
+		cfg.ID = NodeID(stored)
+	}
+	if cfg.ID == 0 || cfg.Members[cfg.ID] == "" {
+		return rep, fmt.Errorf("%w: recover: the new Members must include this member (%d)", ErrConfig, cfg.ID)
+	}
+	rep.ID = cfg.ID
 	snaps, err := openSnapStore(filepath.Join(cfg.DataDir, "snap"), 0, cfg.Logger)
 	if err != nil {
 		return rep, fmt.Errorf("node: recover: %w", err)

@@ -6,7 +6,7 @@
 //	kvstore serve -id 1 -cluster 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 -http 127.0.0.1:8001 -data ./data/1
 //	kvstore backup -http 127.0.0.1:8001 -out backup.bin
 //	kvstore restore -in backup.bin -data ./data/r1 -id 1 -raft 127.0.0.1:7001
-//	kvstore recover -data ./data/1 -id 1 -members 1=127.0.0.1:7001,4=127.0.0.1:7004,5=127.0.0.1:7005
+//	kvstore recover -data ./data/1 -members 1=127.0.0.1:7001,4=127.0.0.1:7004,5=127.0.0.1:7005
 //
 // See the README for the API.
 package main

@@ -90,7 +90,7 @@ func restoreCmd(args []string, stdout io.Writer) error {
 func recoverCmd(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("recover", flag.ContinueOnError)
 	data := fs.String("data", "", "data directory of the stopped member")
-	id := fs.Uint64("id", 0, "its ID")
+	id := fs.Uint64("id", 0, "its ID (default: the one stored in its data)")
 	members := fs.String("members", "", "the new members: ID=HOST:PORT,... (raft addresses, this one's included)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -99,15 +99,15 @@ func recoverCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("-members: %w", err)
 	}
-	if *data == "" || *id == 0 {
-		return errors.New("recover needs -data, -id and -members")
+	if *data == "" {
+		return errors.New("recover needs -data and -members")
 	}
 	rep, err := node.Recover(node.RecoverConfig{DataDir: *data, ID: node.NodeID(*id), StateMachine: newStore(), Members: ms})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "recovered member %d: state of index %d (snapshot %d + log), now at index %d term %d\n",
-		*id, rep.LastIndex, rep.SnapshotIndex, rep.Index, rep.Term)
+		rep.ID, rep.LastIndex, rep.SnapshotIndex, rep.Index, rep.Term)
 	if rep.LastIndex > rep.Commit {
 		fmt.Fprintf(stdout, "entries %d..%d were in the log but not known committed; they are committed now\n", rep.Commit+1, rep.LastIndex)
 	}

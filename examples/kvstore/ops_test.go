@@ -68,7 +68,7 @@ func TestRecoverCommand(t *testing.T) {
 	}
 	var out bytes.Buffer
 	members := fmt.Sprintf("1=%s", c.peers[1])
-	if rc := run([]string{"recover", "-data", filepath.Join(c.dir, "1"), "-id", "1", "-members", members}, &out, &out); rc != 0 {
+	if rc := run([]string{"recover", "-data", filepath.Join(c.dir, "1"), "-members", members}, &out, &out); rc != 0 {
 		t.Fatalf("recover exited %d: %s", rc, out.String())
 	}
 	if !strings.Contains(out.String(), "recovered member 1") {
