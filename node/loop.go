@@ -323,14 +323,14 @@ func (l *loop) report() {
 func (l *loop) handleReady() error {
 	n := l.n
 	rd := l.r.Ready()
-	if rd.SoftState != nil {
-		l.softChanged(*rd.SoftState)
-	}
 	if rd.HardState.Term != 0 && rd.HardState.Term != l.term {
 		l.term = rd.HardState.Term
 		n.stateMu.Lock()
 		n.term = l.term
 		n.stateMu.Unlock()
+	}
+	if rd.SoftState != nil {
+		l.softChanged(*rd.SoftState)
 	}
 	var later []core.Message
 	var now []core.Message

@@ -20,6 +20,8 @@ func TestMetricsMoveAsTheClusterWorks(t *testing.T) {
 	c := nodetest.NewCluster(t, 3, newKV)
 	lead := c.WaitLeader()
 	id := lead.Status().ID
+	// Every member has the leader's first entry before counting starts.
+	c.WaitApplied(put(t, lead, "start", "v"))
 	before := map[node.NodeID]node.Metrics{}
 	for _, x := range c.IDs() {
 		before[x] = c.Node(x).Metrics()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,12 +54,19 @@ func TestProposalsFromManyGoroutinesApplyIdentically(t *testing.T) {
 			defer wg.Done()
 			n := c.Node(node.NodeID(1 + w%3))
 			for i := range each {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, err := n.Propose(ctx, nodetest.EncodePut(fmt.Sprintf("w%d-%d", w, i), "x"))
-				cancel()
-				if err != nil {
-					errs <- fmt.Errorf("writer %d op %d: %w", w, i, err)
-					return
+				// A put is idempotent: retry what may not have applied
+				// (a leader change under load can cut a proposal short).
+				for try := 0; ; try++ {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					_, err := n.Propose(ctx, nodetest.EncodePut(fmt.Sprintf("w%d-%d", w, i), "x"))
+					cancel()
+					if err == nil {
+						break
+					}
+					if try == 20 || !(errors.Is(err, node.ErrOutcomeUnknown) || errors.Is(err, node.ErrProposalDropped)) {
+						errs <- fmt.Errorf("writer %d op %d: %w", w, i, err)
+						return
+					}
 				}
 			}
 		}()
@@ -78,8 +86,8 @@ func TestProposalsFromManyGoroutinesApplyIdentically(t *testing.T) {
 		t.Fatalf("node 1 has %d keys, want %d", len(want), writers*each)
 	}
 	for _, id := range c.IDs() {
-		if got := kvOf(c, id).Data(); len(got) != len(want) {
-			t.Fatalf("node %d has %d keys, node 1 %d", id, len(got), len(want))
+		if got := kvOf(c, id).Data(); !maps.Equal(got, want) {
+			t.Fatalf("node %d has %d keys, node 1 %d, and they differ", id, len(got), len(want))
 		}
 	}
 }
@@ -238,7 +246,7 @@ func TestPartitionedLeaderStepsDownAndPendingCallsEnd(t *testing.T) {
 		_, errs[1] = lead.Read(context.Background(), []byte("lost"))
 	}()
 	wg.Wait()
-	// Election timeout is 10 ticks of 10 ms; a few of them.
+	// The election timeout is 10 ticks of nodetest.TickInterval; a few of them.
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("calls took %v to end", d)
 	}

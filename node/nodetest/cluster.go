@@ -31,6 +31,11 @@ type Options struct {
 // WaitTimeout bounds every Wait* of a Cluster.
 const WaitTimeout = 30 * time.Second
 
+// TickInterval is the nodes' tick: elections time out after 200–400 ms,
+// short for tests, long enough that a busy machine running the race
+// detector does not see a leader change for every pause.
+const TickInterval = 20 * time.Millisecond
+
 // Cluster is n nodes with IDs 1..n, each with its own data directory.
 type Cluster struct {
 	t     testing.TB
@@ -120,7 +125,7 @@ func (c *Cluster) config(id node.NodeID, join bool) (node.Config, *FaultyStore, 
 	dir := c.dirs[id]
 	cfg := node.Config{
 		ID: id, Peers: c.peerCopy(), Join: join, DataDir: dir, ClusterID: c.clusterID,
-		TickInterval: 10 * time.Millisecond, Seed: c.opts.Seed + uint64(id),
+		TickInterval: TickInterval, Seed: c.opts.Seed + uint64(id),
 		StateMachine: c.newSM(id), Logger: nil,
 	}
 	if !c.opts.TCP {
