@@ -12,15 +12,24 @@ import (
 // calibration is what this machine allows: the latency of one small
 // append and fdatasync in the data directory, and a loopback round trip.
 type calibration struct {
-	Fsync   time.Duration
-	RTT     time.Duration
-	Samples int
+	Fsync time.Duration
+	// PairFsync is the time two appends+fdatasyncs on two files of the
+	// same file system take when they start together: what a leader's and
+	// a follower's fsyncs cost when the three nodes share one disk (on
+	// ext4 they queue for the one journal).
+	PairFsync time.Duration
+	RTT       time.Duration
+	Samples   int
 }
 
-// Floor is the least latency of one durable write in a 3-node cluster:
-// the leader's fsync runs in parallel with the round trip to a follower,
-// whose own fsync comes before its answer.
+// Floor is the least latency of one durable write in a 3-node cluster
+// with a disk per node: the leader's fsync runs in parallel with the round
+// trip to a follower, whose own fsync comes before its answer.
 func (c calibration) Floor() time.Duration { return max(c.Fsync, c.RTT+c.Fsync) }
+
+// SharedFloor is the same on one shared disk, where the two fsyncs overlap
+// only as far as the file system lets them.
+func (c calibration) SharedFloor() time.Duration { return c.RTT + c.PairFsync }
 
 const calibrationSamples = 200
 
@@ -46,6 +55,9 @@ func calibrate(dir string) (calibration, error) {
 	}
 	slices.Sort(ds)
 	c.Fsync = ds[len(ds)/2]
+	if c.PairFsync, err = pairFsync(dir, buf); err != nil {
+		return c, err
+	}
 	if c.RTT, err = roundTrip(); err != nil {
 		return c, err
 	}
@@ -82,6 +94,43 @@ func roundTrip() (time.Duration, error) {
 		}
 		if _, err := io.ReadFull(conn, buf); err != nil {
 			return 0, err
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2], nil
+}
+
+// pairFsync is the median time for two appends+fdatasyncs on two files,
+// started together, to both finish.
+func pairFsync(dir string, buf []byte) (time.Duration, error) {
+	var fs [2]*os.File
+	for i := range fs {
+		f, err := os.Create(filepath.Join(dir, "calibration-pair"+string(rune('a'+i))))
+		if err != nil {
+			return 0, err
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		fs[i] = f
+	}
+	var ds []time.Duration
+	errc := make(chan error, 2)
+	for range calibrationSamples {
+		t0 := time.Now()
+		for _, f := range fs {
+			go func() {
+				_, err := f.Write(buf)
+				if err == nil {
+					err = fdatasync(f)
+				}
+				errc <- err
+			}()
+		}
+		for range fs {
+			if err := <-errc; err != nil {
+				return 0, err
+			}
 		}
 		ds = append(ds, time.Since(t0))
 	}
