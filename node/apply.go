@@ -63,12 +63,16 @@ type snapDone struct {
 }
 
 func newApplier(n *Node, boot bootState) *applier {
-	return &applier{
+	a := &applier{
 		n: n, applied: boot.applied, term: boot.term, conf: boot.conf, members: maps.Clone(boot.members),
 		lastSnap: boot.applied,
 		written:  make(chan snapDone, 1),
 		snapReq:  make(chan chan error),
 	}
+	if boot.rewriteSnapshot {
+		a.lastSnap = 0 // so that the first maybeSnapshot writes one
+	}
+	return a
 }
 
 // run applies tasks until the node stops. A snapshot being written when
@@ -83,6 +87,9 @@ func (a *applier) run() {
 			w <- n.stoppedErr()
 		}
 	}()
+	if a.lastSnap == 0 && a.applied > 0 {
+		a.maybeSnapshot(true)
+	}
 	for {
 		select {
 		case <-n.stopC:

@@ -226,6 +226,9 @@ type bootState struct {
 	conf    core.ConfState
 	term    core.Term // of the entry at applied
 	members map[NodeID]string
+	// rewriteSnapshot: the snapshot at applied could not be loaded; the
+	// apply goroutine writes a new one at once.
+	rewriteSnapshot bool
 }
 
 // recover bootstraps an empty store or restores the state machine from the
@@ -323,14 +326,39 @@ func (n *Node) restore(hs core.HardState) (bootState, error) {
 		return bootState{}, fmt.Errorf("node: load snapshot: %w", err)
 	}
 	defer body.Close()
-	if info.Meta.Index < recorded.Meta.Index {
-		return bootState{}, fmt.Errorf("node: the newest usable snapshot is at %d, but the log starts after %d: the snapshot files past it are missing or damaged", info.Meta.Index, recorded.Meta.Index)
-	}
 	n.smMu.Lock()
 	err = n.sm.Restore(uint64(info.Meta.Index), body)
 	n.smMu.Unlock()
 	if err != nil {
 		return bootState{}, fmt.Errorf("node: restore snapshot %d: %w", info.Meta.Index, err)
+	}
+	members := n.peerMap()
+	for _, m := range info.Members {
+		members[m.ID] = m.Addr
+	}
+	if info.Meta.Index < recorded.Meta.Index {
+		// The newer snapshot files are missing or damaged (Load skipped
+		// them). Compaction never passes the oldest snapshot kept, so
+		// the log still holds what lies between: replay it up to the
+		// snapshot the log starts after.
+		n.log.Warn("newest snapshot unusable: replaying the log from an older one",
+			"snapshot", uint64(info.Meta.Index), "log_snapshot", uint64(recorded.Meta.Index))
+		n.smMu.Lock()
+		err := replayEntries(n.store, info.Meta.Index, recorded.Meta.Index, n.sm, members)
+		n.smMu.Unlock()
+		if err != nil {
+			return bootState{}, fmt.Errorf("node: the newest usable snapshot is at %d, the log's at %d, and the log between cannot be replayed: %w",
+				info.Meta.Index, recorded.Meta.Index, err)
+		}
+		in := confIDs(recorded.Meta.ConfState)
+		for id := range members {
+			if !in[id] && id != n.cfg.ID {
+				delete(members, id)
+			}
+		}
+		n.setApplied(recorded.Meta.Index)
+		return bootState{applied: recorded.Meta.Index, commit: hs.Commit, conf: recorded.Meta.ConfState, term: recorded.Meta.Term,
+			members: members, rewriteSnapshot: true}, nil
 	}
 	if info.Meta.Index > recorded.Meta.Index {
 		// The snapshot was made but the log did not record it (a crash in
@@ -338,10 +366,6 @@ func (n *Node) restore(hs core.HardState) (bootState, error) {
 		if err := n.store.SetSnapshot(info.Meta); err != nil {
 			return bootState{}, fmt.Errorf("node: record snapshot %d: %w", info.Meta.Index, err)
 		}
-	}
-	members := n.peerMap()
-	for _, m := range info.Members {
-		members[m.ID] = m.Addr
 	}
 	n.setApplied(info.Meta.Index)
 	return bootState{applied: info.Meta.Index, commit: hs.Commit, conf: info.Meta.ConfState, term: info.Meta.Term, members: members}, nil

@@ -282,7 +282,11 @@ func Recover(cfg RecoverConfig) (RecoverReport, error) {
 	if rep.SnapshotIndex, err = restoreNewest(l, snaps, cfg.StateMachine); err != nil {
 		return rep, err
 	}
-	if rep.LastIndex, err = replayLog(l, rep.SnapshotIndex, cfg.StateMachine); err != nil {
+	if rep.LastIndex, err = l.LastIndex(); err != nil {
+		return rep, err
+	}
+	rep.LastIndex = max(rep.LastIndex, rep.SnapshotIndex)
+	if err := replayEntries(l, rep.SnapshotIndex, rep.LastIndex, cfg.StateMachine, nil); err != nil {
 		return rep, err
 	}
 	rep.Index, rep.Term = rep.LastIndex+1, hs.Term
@@ -339,28 +343,49 @@ func restoreNewest(l *wal.Log, snaps SnapshotStore, sm StateMachine) (Index, err
 	return info.Meta.Index, nil
 }
 
-// replayLog applies the log's commands after index from to sm and returns
-// the last index.
-func replayLog(l *wal.Log, from Index, sm StateMachine) (Index, error) {
-	last, err := l.LastIndex()
-	if err != nil {
-		return 0, err
-	}
-	for next := from + 1; next <= last; {
-		ents, err := l.Entries(next, last+1, 64<<20)
+// replayEntries applies to sm the commands of entries (from, to] of s, and
+// follows in members (when not nil) the addresses that configuration
+// entries carry.
+func replayEntries(s core.Storage, from, to Index, sm StateMachine, members map[NodeID]string) error {
+	for next := from + 1; next <= to; {
+		ents, err := s.Entries(next, to+1, 64<<20)
 		if err != nil {
-			return 0, fmt.Errorf("node: recover: read log at %d: %w", next, err)
+			return fmt.Errorf("node: replay: read log at %d: %w", next, err)
 		}
 		for _, e := range ents {
-			if e.Type == core.EntryNormal && len(e.Data) > 0 {
+			switch {
+			case e.Type == core.EntryNormal && len(e.Data) > 0:
 				_, _, cmd, err := parseEnvelope(e.Data)
 				if err != nil {
-					return 0, fmt.Errorf("node: recover: entry %d: %w", e.Index, err)
+					return fmt.Errorf("node: replay: entry %d: %w", e.Index, err)
 				}
 				sm.Apply(uint64(e.Index), cmd)
+			case e.Type == core.EntryConfChange && members != nil:
+				followAddresses(e, members)
 			}
 			next = e.Index + 1
 		}
 	}
-	return max(last, from), nil
+	return nil
+}
+
+// followAddresses records the addresses a configuration entry adds and
+// forgets the members it removes.
+func followAddresses(e core.Entry, members map[NodeID]string) {
+	var cc core.ConfChange
+	if cc.Unmarshal(e.Data) != nil {
+		return
+	}
+	for _, ch := range cc.Changes {
+		if ch.Type == core.ConfChangeRemoveNode {
+			delete(members, ch.NodeID)
+		}
+	}
+	if len(cc.Context) > 0 {
+		if _, _, ms, err := parseContext(cc.Context); err == nil {
+			for _, m := range ms {
+				members[m.ID] = m.Addr
+			}
+		}
+	}
 }

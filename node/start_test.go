@@ -3,15 +3,19 @@ package node_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stepraft/stepraft/node"
 	"github.com/stepraft/stepraft/node/nodetest"
+	"github.com/stepraft/stepraft/snapshotter"
 )
 
 func freeAddr(t *testing.T) string {
@@ -153,4 +157,73 @@ func listing(t *testing.T, dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+func TestRestartFallsBackPastDamagedSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	cfg := single(t, dir)
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Campaign(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		put(t, n, fmt.Sprintf("k%d", i), fmt.Sprint(i))
+	}
+	if err := n.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	newestIndex := n.Applied()
+	put(t, n, "last", "1")
+	n.Stop()
+	// Damage the body of the newest snapshot file.
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
+	if len(snaps) < 2 {
+		t.Fatalf("%d snapshot files, want at least 2", len(snaps))
+	}
+	slices.Sort(snaps)
+	newest := snaps[len(snaps)-1]
+	b, err := os.ReadFile(newest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-10] ^= 0xff
+	if err := os.WriteFile(newest, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kv := nodetest.NewKV()
+	cfg.StateMachine, cfg.Listen = kv, freeAddr(t)
+	n2, err := node.Start(cfg)
+	if err != nil {
+		t.Fatalf("restart past a damaged snapshot: %v", err)
+	}
+	defer n2.Stop()
+	if at := kv.RestoredAt(); at == 0 || at >= uint64(newestIndex) {
+		t.Fatalf("restored the snapshot at %d; the damaged one is at %d", at, newestIndex)
+	}
+	for i := range 60 {
+		if v, _ := kv.Get(fmt.Sprintf("k%d", i)); v != fmt.Sprint(i) {
+			t.Fatalf("k%d = %q after the fallback", i, v)
+		}
+	}
+	if v, _ := kv.Get("last"); v != "1" {
+		t.Fatal("lost the entry after the snapshot")
+	}
+	// The damaged snapshot is written again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, body, err := snapshotter.OpenFile(newest); err == nil {
+			_, rerr := io.Copy(io.Discard, body)
+			body.Close()
+			if rerr == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the damaged snapshot was not rewritten")
+		}
+		time.Sleep(10 * time.Millisecond) // polling
+	}
 }
