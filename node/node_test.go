@@ -114,16 +114,32 @@ func TestFailedFsyncStopsTheNode(t *testing.T) {
 	}
 }
 
-// put proposes key=value through n, failing the test on error.
+// put proposes key=value through n, failing the test on error. A put is
+// idempotent, so one whose outcome a leader change made unknown (a busy
+// machine running the race detector can delay heartbeats past an election
+// timeout) is tried again, through n, which forwards to the new leader.
 func put(t *testing.T, n *node.Node, key, value string) node.Index {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := n.Propose(ctx, nodetest.EncodePut(key, value))
+	idx, err := tryPut(n, key, value)
 	if err != nil {
 		t.Fatalf("put %s: %v", key, err)
 	}
-	return node.Index(res.(uint64))
+	return idx
+}
+
+func tryPut(n *node.Node, key, value string) (node.Index, error) {
+	deadline := time.Now().Add(nodetest.WaitTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := n.Propose(ctx, nodetest.EncodePut(key, value))
+		cancel()
+		if err == nil {
+			return node.Index(res.(uint64)), nil
+		}
+		if time.Now().After(deadline) || !(errors.Is(err, node.ErrOutcomeUnknown) || errors.Is(err, node.ErrProposalDropped)) {
+			return 0, err
+		}
+	}
 }
 
 // putRetry proposes through whichever node leads, retrying errors that
