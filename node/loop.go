@@ -177,6 +177,25 @@ func (l *loop) run() {
 		case <-n.reports.sig:
 			l.report()
 		}
+		l.gather()
+	}
+}
+
+// gather takes, without waiting, the messages and proposals that are
+// already there, so that one Ready carries all of them: acknowledgements
+// that commit the last batch go out with the next batch's entries, rather
+// than waiting behind its fsync.
+func (l *loop) gather() {
+	n := l.n
+	select {
+	case m := <-n.msgC:
+		l.step(m)
+	default:
+	}
+	select {
+	case p := <-n.propC:
+		l.propose(p)
+	default:
 	}
 }
 
