@@ -464,3 +464,30 @@ func FuzzSnapshotStream(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeVerdict: a receiver's answer to a snapshot stream. Whatever
+// the bytes, no panic; only a well-formed [true, reason] is a success.
+func FuzzDecodeVerdict(f *testing.F) {
+	for _, ok := range []bool{true, false} {
+		b := appendArrayLen(nil, 2)
+		b = appendBool(b, ok)
+		f.Add(appendBytes(b, []byte("reason")))
+	}
+	f.Add([]byte{0x92, mpTrue, mpBin32, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0xdd, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{})
+	f.Add([]byte{mpArray16, 0, 2, mpTrue, mpNil})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if decodeVerdict(body) != nil {
+			return
+		}
+		// A success must say true in its first field.
+		d := decoder{b: body}
+		if _, err := d.arrayLen(2, 1); err != nil {
+			t.Fatalf("% x accepted, but it is not an array of 2 or more: %v", body, err)
+		}
+		if ok, err := d.bool(); err != nil || !ok {
+			t.Fatalf("% x accepted as a success, first field %v %v", body, ok, err)
+		}
+	})
+}

@@ -143,6 +143,15 @@ func readVerdict(conn net.Conn, version uint8) error {
 	if err != nil {
 		return fmt.Errorf("%w: no answer: %w", errStreamBroken, err)
 	}
+	if v != version {
+		return fmt.Errorf("%w: answer in wire version %d: %w", errStreamBroken, v, ErrMalformed)
+	}
+	return decodeVerdict(body)
+}
+
+// decodeVerdict decodes the body of a receiver's answer: nil when it
+// committed the snapshot.
+func decodeVerdict(body []byte) error {
 	d := decoder{b: body}
 	n, err := d.arrayLen(2, 1)
 	var ok bool
@@ -156,8 +165,11 @@ func readVerdict(conn net.Conn, version uint8) error {
 	if err == nil {
 		err = d.skipN(n-2, "snapshot answer")
 	}
-	if err != nil || v != version {
-		return fmt.Errorf("%w: bad answer: %w", errStreamBroken, errors.Join(err, ErrMalformed))
+	if err == nil && len(d.b) != 0 {
+		err = fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	if err != nil {
+		return fmt.Errorf("%w: bad answer: %w: %w", errStreamBroken, ErrMalformed, err)
 	}
 	if !ok {
 		return fmt.Errorf("%w: receiver: %s", errStreamBroken, reason)
