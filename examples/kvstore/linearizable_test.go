@@ -226,4 +226,3 @@ func doOp(hc *http.Client, addr string, in kvInput) (out kvOutput, keep bool) {
 	}
 	return kvOutput{}, false
 }
-
