@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,8 +81,9 @@ var kvModel = porcupine.Model{
 
 // TestLinearizableUnderKills runs three kvstore processes while clients
 // put unique values and read them back through any member, and kills a
-// member with SIGKILL (the leader every other time) and restarts it, over
-// and over. The history goes through porcupine: every acknowledged write
+// member with SIGKILL (the leader every other time) and restarts it, or
+// pauses it with SIGSTOP for longer than an election timeout, over and
+// over. The history goes through porcupine: every acknowledged write
 // must be there, and no read may return what a linearizable store could
 // not. Run longer with -lin.duration 60s -lin.seed N.
 func TestLinearizableUnderKills(t *testing.T) {
@@ -147,14 +149,24 @@ func TestLinearizableUnderKills(t *testing.T) {
 			}
 		}()
 	}
-	kills := 0
-	for time.Since(start) < *linDuration {
+	kills, pauses := 0, 0
+	for round := 0; time.Since(start) < *linDuration; round++ {
 		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond) // the fault schedule
 		victim := node.NodeID(1 + rng.IntN(3))
-		if kills%2 == 0 {
+		if round%2 == 0 {
 			if lead, err := waitHTTPLeader(p.live(), 0); err == nil {
 				victim = lead
 			}
+		}
+		if round%3 == 2 {
+			// A pause longer than an election timeout (10 ticks of 20 ms):
+			// the others elect a new leader while this one still thinks
+			// it leads.
+			p.cmds[victim].Process.Signal(syscall.SIGSTOP)
+			time.Sleep(time.Duration(400+rng.IntN(400)) * time.Millisecond) // paused for a while
+			p.cmds[victim].Process.Signal(syscall.SIGCONT)
+			pauses++
+			continue
 		}
 		p.kill(victim)
 		kills++
@@ -174,8 +186,8 @@ func TestLinearizableUnderKills(t *testing.T) {
 			acked++
 		}
 	}
-	t.Logf("seed %d: %d kills, %d operations: %d acknowledged puts, %d puts of unknown outcome, %d reads",
-		*linSeed, kills, len(history), acked, unknown, reads)
+	t.Logf("seed %d: %d kills, %d pauses, %d operations: %d acknowledged puts, %d puts of unknown outcome, %d reads",
+		*linSeed, kills, pauses, len(history), acked, unknown, reads)
 	if acked == 0 || reads == 0 {
 		t.Fatal("the clients did not get through: nothing to check")
 	}
