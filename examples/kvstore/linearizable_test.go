@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 var (
 	linDuration = flag.Duration("lin.duration", 4*time.Second, "how long TestLinearizableUnderKills runs its clients")
 	linSeed     = flag.Uint64("lin.seed", 1, "seed of TestLinearizableUnderKills's faults and operations")
+	linDamage   = flag.Bool("lin.damage", false, "also damage a killed member's files before restarting it: a torn tail in its log, a flipped bit in its newest snapshot")
 )
 
 // kvInput and kvOutput are one operation of the history: a put of a
@@ -150,6 +152,8 @@ func TestLinearizableUnderKills(t *testing.T) {
 		}()
 	}
 	kills, pauses := 0, 0
+	dead := map[node.NodeID]bool{}
+	var damaged []string
 	for round := 0; time.Since(start) < *linDuration; round++ {
 		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond) // the fault schedule
 		victim := node.NodeID(1 + rng.IntN(3))
@@ -157,6 +161,9 @@ func TestLinearizableUnderKills(t *testing.T) {
 			if lead, err := waitHTTPLeader(p.live(), 0); err == nil {
 				victim = lead
 			}
+		}
+		if dead[victim] || p.cmds[victim] == nil {
+			continue
 		}
 		if round%3 == 2 {
 			// A pause longer than an election timeout (10 ticks of 20 ms):
@@ -168,10 +175,26 @@ func TestLinearizableUnderKills(t *testing.T) {
 			pauses++
 			continue
 		}
+		if dead[victim] {
+			continue
+		}
 		p.kill(victim)
 		kills++
 		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond) // down for a while
+		if *linDamage && round%4 == 1 {
+			what := damage(t, filepath.Join(p.dir, fmt.Sprint(victim)), rng)
+			damaged = append(damaged, fmt.Sprintf("%d: %s", victim, what))
+		}
 		p.start(victim)
+		if *linDamage && exitsSoon(p.exited[victim]) {
+			// Refusing to start on damage it cannot repair is allowed;
+			// serving wrong data is not (the history would show it).
+			b, _ := os.ReadFile(filepath.Join(p.dir, fmt.Sprintf("%d.log", victim)))
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			t.Logf("member %d refused to start after damage: %s", victim, lines[len(lines)-1])
+			delete(p.cmds, victim)
+			dead[victim] = true
+		}
 	}
 	close(stop)
 	wg.Wait()
@@ -188,6 +211,9 @@ func TestLinearizableUnderKills(t *testing.T) {
 	}
 	t.Logf("seed %d: %d kills, %d pauses, %d operations: %d acknowledged puts, %d puts of unknown outcome, %d reads",
 		*linSeed, kills, pauses, len(history), acked, unknown, reads)
+	for _, d := range damaged {
+		t.Logf("damaged member %s", d)
+	}
 	if acked == 0 || reads == 0 {
 		t.Fatal("the clients did not get through: nothing to check")
 	}
@@ -237,4 +263,48 @@ func doOp(hc *http.Client, addr string, in kvInput) (out kvOutput, keep bool) {
 		return kvOutput{}, true
 	}
 	return kvOutput{}, false
+}
+
+// damage writes a torn tail into the newest segment of a stopped member's
+// log, or flips a bit in the body of its newest snapshot, and says which.
+func damage(t *testing.T, dataDir string, rng *rand.Rand) string {
+	segs, _ := filepath.Glob(filepath.Join(dataDir, "wal", "entries", "*"))
+	snaps, _ := filepath.Glob(filepath.Join(dataDir, "snap", "*.snap"))
+	slices.Sort(segs)
+	slices.Sort(snaps)
+	if rng.IntN(2) == 0 && len(segs) > 0 {
+		f, err := os.OpenFile(segs[len(segs)-1], os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A record's length prefix promising more than follows, as a
+		// write cut short by a crash leaves it.
+		f.Write([]byte{0x90, 0x03, 1, 0xde, 0xad})
+		f.Close()
+		return "torn tail in " + filepath.Base(segs[len(segs)-1])
+	}
+	if len(snaps) == 0 {
+		return "nothing to damage"
+	}
+	name := snaps[len(snaps)-1]
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := len(b) - 1 - rng.IntN(min(len(b), 64))
+	b[i] ^= 1 << rng.IntN(8)
+	if err := os.WriteFile(name, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("bit flipped at byte %d of %s", i, filepath.Base(name))
+}
+
+// exitsSoon reports whether a just-started member exits within 3 s.
+func exitsSoon(exited <-chan struct{}) bool {
+	select {
+	case <-exited:
+		return true
+	case <-time.After(3 * time.Second):
+		return false
+	}
 }

@@ -23,6 +23,7 @@ type procs struct {
 	peers   map[node.NodeID]string
 	https   map[node.NodeID]string
 	cmds    map[node.NodeID]*exec.Cmd
+	exited  map[node.NodeID]chan struct{} // closed when the process has exited (and been waited for)
 }
 
 func buildKVStore(t *testing.T) string {
@@ -49,12 +50,21 @@ func (p *procs) start(id node.NodeID) {
 	}
 	logf.Close()
 	p.cmds[id] = cmd
+	exited := make(chan struct{})
+	if p.exited == nil {
+		p.exited = map[node.NodeID]chan struct{}{}
+	}
+	p.exited[id] = exited
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
 }
 
 func (p *procs) kill(id node.NodeID) {
 	if cmd := p.cmds[id]; cmd != nil {
 		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
+		<-p.exited[id]
 		delete(p.cmds, id)
 	}
 }
@@ -145,12 +155,10 @@ func TestProcessesSurviveLeaderKill(t *testing.T) {
 	// SIGTERM stops a member cleanly: exit status 0.
 	cmd := p.cmds[lead]
 	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("member %d after SIGTERM: %v", lead, err)
+	case <-p.exited[lead]:
+		if !cmd.ProcessState.Success() {
+			t.Fatalf("member %d after SIGTERM: %v", lead, cmd.ProcessState)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("member %d did not stop after SIGTERM", lead)
