@@ -322,6 +322,16 @@ func (n *Node) restore(hs core.HardState) (bootState, error) {
 		// A node that joined and crashed before its first snapshot.
 		return bootState{commit: hs.Commit, members: n.peerMap()}, nil
 	}
+	if errors.Is(err, ErrNoSnapshot) && recorded.Meta.Index == 1 && recorded.Meta.Term == 1 {
+		// The only snapshot was the one at index 1, which is always the
+		// state machine's initial state (bootstrap writes it from a fresh
+		// state machine; a joining node receives a leader's): a fresh
+		// state machine holds it, and the log holds all the rest. The
+		// member addresses it held come from Peers.
+		n.log.Warn("the bootstrap snapshot is missing or damaged: starting from the initial state and the whole log", "err", err)
+		return bootState{applied: 1, commit: hs.Commit, conf: recorded.Meta.ConfState, term: 1,
+			members: n.peerMap(), rewriteSnapshot: true}, nil
+	}
 	if err != nil {
 		return bootState{}, fmt.Errorf("node: load snapshot: %w", err)
 	}

@@ -227,3 +227,60 @@ func TestRestartFallsBackPastDamagedSnapshot(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling
 	}
 }
+
+func TestRestartPastDamagedBootstrapSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	cfg := single(t, dir)
+	cfg.SnapshotEntries = 1000 // only the bootstrap snapshot
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Campaign(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		put(t, n, fmt.Sprintf("k%d", i), fmt.Sprint(i))
+	}
+	n.Stop()
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
+	if len(snaps) != 1 {
+		t.Fatalf("%d snapshot files, want only the bootstrap one", len(snaps))
+	}
+	b, err := os.ReadFile(snaps[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-6] ^= 0x10
+	if err := os.WriteFile(snaps[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kv := nodetest.NewKV()
+	cfg.StateMachine, cfg.Listen = kv, freeAddr(t)
+	n2, err := node.Start(cfg)
+	if err != nil {
+		t.Fatalf("restart past a damaged bootstrap snapshot: %v", err)
+	}
+	defer n2.Stop()
+	for i := range 20 {
+		if v, _ := kv.Get(fmt.Sprintf("k%d", i)); v != fmt.Sprint(i) {
+			t.Fatalf("k%d = %q after starting from the initial state", i, v)
+		}
+	}
+	put(t, n2, "after", "restart")
+	// The bootstrap snapshot is written again, whole.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, body, err := snapshotter.OpenFile(snaps[0]); err == nil {
+			_, rerr := io.Copy(io.Discard, body)
+			body.Close()
+			if rerr == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the bootstrap snapshot was not rewritten")
+		}
+		time.Sleep(10 * time.Millisecond) // polling
+	}
+}
