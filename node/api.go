@@ -27,7 +27,6 @@ type proposal struct {
 	ended atomic.Bool // a result was given (or the caller gave up)
 	done  chan result // size 1: the one result
 	// Set by the loop when core takes it.
-	term     core.Term
 	deadline uint64 // in loop ticks
 }
 
@@ -41,7 +40,6 @@ type readRequest struct {
 	done      chan readResult // size 1
 	cancelled atomic.Bool
 	// Owned by the loop.
-	ctx      uint64
 	deadline uint64
 }
 

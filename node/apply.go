@@ -26,7 +26,6 @@ type confResult struct {
 	err     error // core refused the change; it changes nothing
 	origin  NodeID
 	req     uint64
-	added   []Member
 	members map[NodeID]string // after the change
 }
 

@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -74,6 +75,9 @@ type events struct {
 	mu          sync.Mutex
 	stopped     bool
 	unreachable map[NodeID]bool // peers reported unreachable, not heard from since
+	// nUnreachable is len(unreachable), read without mu on every message
+	// received, which then usually skips the lock.
+	nUnreachable atomic.Int32
 }
 
 // Events returns the node's events. The channel is never closed; a slow
@@ -110,6 +114,7 @@ func (n *Node) peerUnreachable(id NodeID) {
 		n.ev.unreachable = make(map[NodeID]bool)
 	}
 	n.ev.unreachable[id] = true
+	n.ev.nUnreachable.Store(int32(len(n.ev.unreachable)))
 	n.ev.mu.Unlock()
 	if !was {
 		n.emit(Event{Type: EventPeerUnreachable, Peer: id})
@@ -118,9 +123,13 @@ func (n *Node) peerUnreachable(id NodeID) {
 
 // peerHeard emits an event when peer id, once unreachable, is heard from.
 func (n *Node) peerHeard(id NodeID) {
+	if n.ev.nUnreachable.Load() == 0 {
+		return
+	}
 	n.ev.mu.Lock()
 	was := n.ev.unreachable[id]
 	delete(n.ev.unreachable, id)
+	n.ev.nUnreachable.Store(int32(len(n.ev.unreachable)))
 	n.ev.mu.Unlock()
 	if was {
 		n.emit(Event{Type: EventPeerReachable, Peer: id})

@@ -31,6 +31,8 @@ type loop struct {
 	// conf is the configuration last applied to core; the transport's
 	// peers are its members.
 	conf core.ConfState
+	// now and later are handleReady's message buffers, reused.
+	now, later []core.Message
 	// removedAt is the tick at which this node applied its own removal
 	// (0: not removed); it stops ElectionTicks later, time enough to hand
 	// off leadership.
@@ -291,7 +293,6 @@ func (l *loop) proposeOne(p *proposal) {
 	case err != nil:
 		n.finish(p, nil, fmt.Errorf("%w: %w", ErrProposalDropped, err))
 	default:
-		p.term = l.term
 		p.deadline = l.ticks + uint64(n.cfg.RequestTimeoutTicks)
 	}
 }
@@ -307,7 +308,6 @@ func (l *loop) read(rq *readRequest) {
 	l.nextRead++
 	ctx := binary.BigEndian.AppendUint64(nil, l.nextRead)
 	l.reads[l.nextRead] = rq
-	rq.ctx = l.nextRead
 	if err := l.r.ReadIndex(ctx); err != nil {
 		delete(l.reads, l.nextRead)
 		l.retry = append(l.retry, rq)
@@ -351,8 +351,7 @@ func (l *loop) handleReady() error {
 	if rd.SoftState != nil {
 		l.softChanged(*rd.SoftState)
 	}
-	var later []core.Message
-	var now []core.Message
+	now, later := l.now[:0], l.later[:0]
 	for _, m := range rd.Messages {
 		if m.Type.IsResponse() {
 			later = append(later, m)
@@ -360,6 +359,13 @@ func (l *loop) handleReady() error {
 			now = append(now, m)
 		}
 	}
+	// Send keeps no reference to the slices: they are reused, cleared so
+	// they do not hold entries past this Ready.
+	defer func() {
+		clear(now)
+		clear(later)
+		l.now, l.later = now[:0], later[:0]
+	}()
 	n.metrics.sent(now)
 	n.tr.Send(now)
 	if err := l.save(rd); err != nil {
@@ -480,6 +486,7 @@ func (l *loop) committed(ents []core.Entry, task *applyTask) error {
 			return fmt.Errorf("node: configuration entry %d: %w", e.Index, err)
 		}
 		res := confResult{index: e.Index}
+		var added []Member // the addresses the change carries
 		cs, err := l.r.ApplyConfChange(cc)
 		res.conf, res.err = cs, err
 		if len(cc.Context) > 0 {
@@ -487,14 +494,11 @@ func (l *loop) committed(ents []core.Entry, task *applyTask) error {
 			if perr != nil {
 				return fmt.Errorf("node: configuration entry %d: %w", e.Index, perr)
 			}
-			res.origin, res.req = origin, req
-			for _, x := range ms {
-				res.added = append(res.added, x)
-			}
+			res.origin, res.req, added = origin, req, ms
 		}
 		if err == nil {
 			m := l.n.memberMap()
-			for _, x := range res.added {
+			for _, x := range added {
 				m[x.ID] = x.Addr
 			}
 			l.followConf(cs, m)

@@ -118,6 +118,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	clusterGiven := cfg.ClusterID != 0
 	cfg = cfg.withDefaults()
 	n := &Node{
 		cfg:       cfg,
@@ -141,7 +142,7 @@ func Start(cfg Config) (*Node, error) {
 	var seed [8]byte
 	rand.Read(seed[:])
 	n.reqBase = binary.LittleEndian.Uint64(seed[:]) &^ (1<<40 - 1) // room for 2^40 requests
-	if err := n.open(); err != nil {
+	if err := n.open(clusterGiven); err != nil {
 		n.closeStores()
 		return nil, err
 	}
@@ -166,7 +167,9 @@ func Start(cfg Config) (*Node, error) {
 }
 
 // open opens the stores, checking the cluster and node IDs on disk.
-func (n *Node) open() error {
+// clusterGiven says the application set ClusterID:
+// an existing log must then hold it; otherwise the stored one is taken.
+func (n *Node) open(clusterGiven bool) error {
 	c := &n.cfg
 	if c.LogStore == nil {
 		dir := filepath.Join(c.DataDir, "wal")
@@ -179,7 +182,7 @@ func (n *Node) open() error {
 			}
 		}
 		cluster := c.ClusterID
-		if !fresh && !n.clusterGiven() {
+		if !fresh && !clusterGiven {
 			cluster = 0 // take the stored one
 		}
 		l, err := wal.Open(dir, wal.Options{Sync: c.Sync, SyncInterval: c.SyncInterval, ClusterID: cluster, NodeID: uint64(c.ID), Logger: c.Logger})
@@ -205,10 +208,6 @@ func (n *Node) open() error {
 	}
 	return nil
 }
-
-// clusterGiven reports whether the application set ClusterID itself (as
-// opposed to the default derived from Peers).
-func (n *Node) clusterGiven() bool { return n.cfg.ClusterID != DeriveClusterID(n.cfg.Peers) }
 
 func (n *Node) closeStores() {
 	if n.ownStore && n.store != nil {

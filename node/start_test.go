@@ -37,13 +37,7 @@ func single(t *testing.T, dir string) node.Config {
 func TestRestartFromDataDir(t *testing.T) {
 	dir := t.TempDir()
 	cfg := single(t, dir)
-	n, err := node.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Campaign(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	n := startLeading(t, cfg)
 	for i := range 55 {
 		put(t, n, "k"+string(rune('a'+i%26)), strings.Repeat("v", i))
 	}
@@ -159,9 +153,9 @@ func listing(t *testing.T, dir string) string {
 	return b.String()
 }
 
-func TestRestartFallsBackPastDamagedSnapshot(t *testing.T) {
-	dir := t.TempDir()
-	cfg := single(t, dir)
+// startLeading starts the one-node cluster of cfg and makes it lead.
+func startLeading(t *testing.T, cfg node.Config) *node.Node {
+	t.Helper()
 	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -169,6 +163,76 @@ func TestRestartFallsBackPastDamagedSnapshot(t *testing.T) {
 	if err := n.Campaign(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	return n
+}
+
+// snapshotFiles lists the snapshot files in a data directory, oldest first.
+func snapshotFiles(dir string) []string {
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
+	slices.Sort(snaps)
+	return snaps
+}
+
+// flipBits flips the bits of mask in the byte back bytes before the end of
+// file (in a snapshot's body or trailer).
+func flipBits(t *testing.T, file string, back int, mask byte) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-back] ^= mask
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartWith starts cfg again with a fresh KV and a new address.
+func restartWith(t *testing.T, cfg node.Config) (*node.Node, *nodetest.KV) {
+	t.Helper()
+	kv := nodetest.NewKV()
+	cfg.StateMachine, cfg.Listen = kv, freeAddr(t)
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	t.Cleanup(func() { n.Stop() })
+	return n, kv
+}
+
+// waitSnapshotWhole polls until file is a snapshot whose body verifies.
+func waitSnapshotWhole(t *testing.T, file string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, body, err := snapshotter.OpenFile(file); err == nil {
+			_, rerr := io.Copy(io.Discard, body)
+			body.Close()
+			if rerr == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s was not written again", filepath.Base(file))
+		}
+		time.Sleep(10 * time.Millisecond) // polling
+	}
+}
+
+// checkKeys checks that kv holds k0..k(n-1) = 0..n-1.
+func checkKeys(t *testing.T, kv *nodetest.KV, n int) {
+	t.Helper()
+	for i := range n {
+		if v, _ := kv.Get(fmt.Sprintf("k%d", i)); v != fmt.Sprint(i) {
+			t.Fatalf("k%d = %q", i, v)
+		}
+	}
+}
+
+func TestRestartFallsBackPastDamagedSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	cfg := single(t, dir)
+	n := startLeading(t, cfg)
 	for i := range 60 {
 		put(t, n, fmt.Sprintf("k%d", i), fmt.Sprint(i))
 	}
@@ -178,109 +242,39 @@ func TestRestartFallsBackPastDamagedSnapshot(t *testing.T) {
 	newestIndex := n.Applied()
 	put(t, n, "last", "1")
 	n.Stop()
-	// Damage the body of the newest snapshot file.
-	snaps, _ := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
+	snaps := snapshotFiles(dir)
 	if len(snaps) < 2 {
 		t.Fatalf("%d snapshot files, want at least 2", len(snaps))
 	}
-	slices.Sort(snaps)
 	newest := snaps[len(snaps)-1]
-	b, err := os.ReadFile(newest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)-10] ^= 0xff
-	if err := os.WriteFile(newest, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kv := nodetest.NewKV()
-	cfg.StateMachine, cfg.Listen = kv, freeAddr(t)
-	n2, err := node.Start(cfg)
-	if err != nil {
-		t.Fatalf("restart past a damaged snapshot: %v", err)
-	}
-	defer n2.Stop()
+	flipBits(t, newest, 10, 0xff) // in the body
+	_, kv := restartWith(t, cfg)
 	if at := kv.RestoredAt(); at == 0 || at >= uint64(newestIndex) {
 		t.Fatalf("restored the snapshot at %d; the damaged one is at %d", at, newestIndex)
 	}
-	for i := range 60 {
-		if v, _ := kv.Get(fmt.Sprintf("k%d", i)); v != fmt.Sprint(i) {
-			t.Fatalf("k%d = %q after the fallback", i, v)
-		}
-	}
+	checkKeys(t, kv, 60)
 	if v, _ := kv.Get("last"); v != "1" {
 		t.Fatal("lost the entry after the snapshot")
 	}
-	// The damaged snapshot is written again.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, body, err := snapshotter.OpenFile(newest); err == nil {
-			_, rerr := io.Copy(io.Discard, body)
-			body.Close()
-			if rerr == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the damaged snapshot was not rewritten")
-		}
-		time.Sleep(10 * time.Millisecond) // polling
-	}
+	waitSnapshotWhole(t, newest)
 }
 
 func TestRestartPastDamagedBootstrapSnapshot(t *testing.T) {
 	dir := t.TempDir()
 	cfg := single(t, dir)
 	cfg.SnapshotEntries = 1000 // only the bootstrap snapshot
-	n, err := node.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Campaign(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	n := startLeading(t, cfg)
 	for i := range 20 {
 		put(t, n, fmt.Sprintf("k%d", i), fmt.Sprint(i))
 	}
 	n.Stop()
-	snaps, _ := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
+	snaps := snapshotFiles(dir)
 	if len(snaps) != 1 {
 		t.Fatalf("%d snapshot files, want only the bootstrap one", len(snaps))
 	}
-	b, err := os.ReadFile(snaps[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)-6] ^= 0x10
-	if err := os.WriteFile(snaps[0], b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kv := nodetest.NewKV()
-	cfg.StateMachine, cfg.Listen = kv, freeAddr(t)
-	n2, err := node.Start(cfg)
-	if err != nil {
-		t.Fatalf("restart past a damaged bootstrap snapshot: %v", err)
-	}
-	defer n2.Stop()
-	for i := range 20 {
-		if v, _ := kv.Get(fmt.Sprintf("k%d", i)); v != fmt.Sprint(i) {
-			t.Fatalf("k%d = %q after starting from the initial state", i, v)
-		}
-	}
+	flipBits(t, snaps[0], 6, 0x10)
+	n2, kv := restartWith(t, cfg)
+	checkKeys(t, kv, 20)
 	put(t, n2, "after", "restart")
-	// The bootstrap snapshot is written again, whole.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, body, err := snapshotter.OpenFile(snaps[0]); err == nil {
-			_, rerr := io.Copy(io.Discard, body)
-			body.Close()
-			if rerr == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the bootstrap snapshot was not rewritten")
-		}
-		time.Sleep(10 * time.Millisecond) // polling
-	}
+	waitSnapshotWhole(t, snaps[0])
 }

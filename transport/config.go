@@ -3,7 +3,6 @@ package transport
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -158,6 +157,3 @@ func CommonNameID(cert *x509.Certificate) (core.NodeID, error) {
 	}
 	return core.NodeID(id), nil
 }
-
-// errNoPeerCert is returned when a TLS peer sent no certificate.
-var errNoPeerCert = errors.New("no peer certificate")

@@ -226,15 +226,7 @@ func goldenFrames() []goldenFrame {
 			name:   g.name,
 			encode: func() []byte { return appendHello(nil, &want) },
 			check: func(t *testing.T, frame []byte) {
-				r := bytes.NewReader(frame)
-				body, err := readHandshake(r)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if r.Len() != 0 {
-					t.Fatalf("%d bytes after the frame", r.Len())
-				}
-				got, err := decodeHello(body)
+				got, err := decodeHello(readOneHandshake(t, frame))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -248,15 +240,7 @@ func goldenFrames() []goldenFrame {
 			name:   g.name,
 			encode: func() []byte { return appendReply(nil, &want) },
 			check: func(t *testing.T, frame []byte) {
-				r := bytes.NewReader(frame)
-				body, err := readHandshake(r)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if r.Len() != 0 {
-					t.Fatalf("%d bytes after the frame", r.Len())
-				}
-				got, err := decodeReply(body)
+				got, err := decodeReply(readOneHandshake(t, frame))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -484,4 +468,18 @@ func TestGoldenSnapshotHeaderIsWhatTheSenderWrites(t *testing.T) {
 	}
 	// The fake listener hung up: the send fails and is reported.
 	a.rec.waitFor(t, "the snapshot result", func() bool { return len(a.rec.snapDone) == 1 })
+}
+
+// readOneHandshake reads the one handshake frame that frame must be.
+func readOneHandshake(t *testing.T, frame []byte) []byte {
+	t.Helper()
+	r := bytes.NewReader(frame)
+	body, err := readHandshake(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Len() != 0 {
+		t.Fatalf("%d bytes after the frame", r.Len())
+	}
+	return body
 }

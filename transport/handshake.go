@@ -136,11 +136,7 @@ func appendReply(dst []byte, r *reply) []byte {
 	dst = appendUint(dst, uint64(r.Status))
 	dst = appendUint(dst, uint64(r.Version))
 	dst = appendUint(dst, uint64(r.From))
-	reason := r.Reason
-	if len(reason) > maxReasonBytes {
-		reason = reason[:maxReasonBytes]
-	}
-	return putFrameLen(appendBytes(dst, []byte(reason)), start)
+	return putFrameLen(appendBytes(dst, []byte(clipReason(r.Reason))), start)
 }
 
 // readHandshake reads one handshake frame and returns its body.
@@ -222,19 +218,20 @@ func decodeReply(body []byte) (reply, error) {
 }
 
 // commonVersion returns the highest wire version in both ranges, or 0.
-func commonVersion(min, max uint8) uint8 {
-	hi := min8(max, maxVersion)
-	if hi < minVersion || hi < min {
+func commonVersion(lo, hi uint8) uint8 {
+	hi = min(hi, maxVersion)
+	if hi < minVersion || hi < lo {
 		return 0
 	}
 	return hi
 }
 
-func min8(a, b uint8) uint8 {
-	if a < b {
-		return a
+// clipReason cuts a reason text to maxReasonBytes.
+func clipReason(s string) string {
+	if len(s) > maxReasonBytes {
+		return s[:maxReasonBytes]
 	}
-	return b
+	return s
 }
 
 func malformed(what string, err error) error {

@@ -204,43 +204,38 @@ func (t *TCP) dial(ctx context.Context, id core.NodeID, kind connKind) (net.Conn
 	if err != nil {
 		return nil, 0, err
 	}
-	dc, err := t.handshake(ctx, conn, id, kind)
+	hc, version, err := t.handshake(ctx, conn, id, kind)
 	if err != nil {
 		conn.Close()
 		return nil, 0, err
 	}
-	return dc.conn, dc.v, nil
+	return hc, version, nil
 }
 
-// dialed is a connection after the handshake, and its wire version.
-type dialed struct {
-	conn net.Conn
-	v    uint8
-}
-
-// handshake runs TLS (when configured) and the hello on conn.
-func (t *TCP) handshake(ctx context.Context, conn net.Conn, id core.NodeID, kind connKind) (dialed, error) {
+// handshake runs TLS (when configured) and the hello on conn, and returns
+// the connection to use (conn, or TLS over it) and the wire version.
+func (t *TCP) handshake(ctx context.Context, conn net.Conn, id core.NodeID, kind connKind) (net.Conn, uint8, error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(deadline)
 	}
 	if t.cfg.TLS != nil {
 		tc := tls.Client(conn, t.clientConfig(id))
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return dialed{}, fmt.Errorf("transport: tls with %d: %w", id, err)
+			return nil, 0, fmt.Errorf("transport: tls with %d: %w", id, err)
 		}
 		conn = tc
 	}
 	h := hello{Cluster: t.cluster.Load(), From: t.cfg.ID, To: id, MinVersion: minVersion, MaxVersion: maxVersion, Kind: kind}
 	if _, err := conn.Write(appendHello(nil, &h)); err != nil {
-		return dialed{}, err
+		return nil, 0, err
 	}
 	body, err := readHandshake(conn)
 	if err != nil {
-		return dialed{}, fmt.Errorf("transport: handshake with %d: %w", id, err)
+		return nil, 0, fmt.Errorf("transport: handshake with %d: %w", id, err)
 	}
 	r, err := decodeReply(body)
 	if err != nil {
-		return dialed{}, fmt.Errorf("transport: handshake with %d: %w", id, err)
+		return nil, 0, fmt.Errorf("transport: handshake with %d: %w", id, err)
 	}
 	if r.Status != statusOK {
 		err := fmt.Errorf("%w: %d says %q", ErrRefused, id, r.Reason)
@@ -248,16 +243,16 @@ func (t *TCP) handshake(ctx context.Context, conn net.Conn, id core.NodeID, kind
 			err = fmt.Errorf("%w: %w", ErrRemoved, err)
 			t.handler().Removed(id)
 		}
-		return dialed{}, err
+		return nil, 0, err
 	}
 	if r.From != id {
-		return dialed{}, fmt.Errorf("transport: dialed %d, %d answered", id, r.From)
+		return nil, 0, fmt.Errorf("transport: dialed %d, %d answered", id, r.From)
 	}
 	if r.Version < minVersion || r.Version > maxVersion || r.Version > h.MaxVersion {
-		return dialed{}, fmt.Errorf("transport: %d chose wire version %d", id, r.Version)
+		return nil, 0, fmt.Errorf("transport: %d chose wire version %d", id, r.Version)
 	}
 	conn.SetDeadline(time.Time{})
-	return dialed{conn: conn, v: r.Version}, nil
+	return conn, r.Version, nil
 }
 
 var errBusy = errors.New("transport: a snapshot to this peer is already being sent")

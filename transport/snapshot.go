@@ -183,10 +183,7 @@ func writeVerdict(conn net.Conn, version uint8, err error) {
 	b = appendBool(b, err == nil)
 	reason := ""
 	if err != nil {
-		reason = err.Error()
-		if len(reason) > maxReasonBytes {
-			reason = reason[:maxReasonBytes]
-		}
+		reason = clipReason(err.Error())
 	}
 	b = appendBytes(b, []byte(reason))
 	conn.Write(putFrameLen(b, 0))

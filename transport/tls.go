@@ -3,6 +3,7 @@ package transport
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 
 	"github.com/stepraft/stepraft/core"
@@ -14,6 +15,9 @@ import (
 // from; the dialer checks the listener's certificate against its RootCAs
 // and that it names the node it meant to dial. Host names are not checked:
 // peers are known by node ID, and their addresses may be proxies.
+
+// errNoPeerCert is returned when a TLS peer sent no certificate.
+var errNoPeerCert = errors.New("no peer certificate")
 
 // serverConfig is the listener's TLS configuration.
 func (t *TCP) serverConfig() *tls.Config {

@@ -17,7 +17,8 @@ type Transport interface {
 	// full) is dropped and the peer reported with h.Unreachable, possibly
 	// before Send returns. Send keeps the messages' entries and context
 	// until they are written, so the caller must not modify them
-	// afterwards (core never does). A MsgSnap is sent with its body, read
+	// afterwards (core never does); the msgs slice itself is not kept and
+	// may be reused once Send returns. A MsgSnap is sent with its body, read
 	// through h.OpenSnapshot, and ends in exactly one h.SnapshotDone
 	// unless the transport is closed first.
 	Send(msgs []core.Message)

@@ -127,17 +127,21 @@ func BenchmarkRawTidwall(b *testing.B) {
 	}
 }
 
-func benchRawTidwall(b *testing.B, synced bool, size, batch int) {
+// openRawTidwall opens tidwall/wal alone as the log opens it (NoSync,
+// AllowEmpty, the same segment size), closed when the benchmark ends.
+func openRawTidwall(b *testing.B) *twal.Log {
 	o := *twal.DefaultOptions
-	o.NoSync = true
-	o.AllowEmpty = true
-	o.SegmentSize = defaultSegment
-	o.SegmentCacheSize = 2
+	o.NoSync, o.AllowEmpty, o.SegmentSize, o.SegmentCacheSize = true, true, defaultSegment, 2
 	tl, err := twal.Open(filepath.Join(b.TempDir(), entriesDir), &o)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer tl.Close()
+	b.Cleanup(func() { tl.Close() })
+	return tl
+}
+
+func benchRawTidwall(b *testing.B, synced bool, size, batch int) {
+	tl := openRawTidwall(b)
 	data := benchPayload(size)
 	var bt twal.Batch
 	next := uint64(1)
@@ -208,13 +212,7 @@ func benchSaveBesideRaw(b *testing.B, synced bool, size, batch int) {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	o := *twal.DefaultOptions
-	o.NoSync, o.AllowEmpty, o.SegmentSize, o.SegmentCacheSize = true, true, defaultSegment, 2
-	tl, err := twal.Open(filepath.Join(b.TempDir(), entriesDir), &o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tl.Close()
+	tl := openRawTidwall(b)
 	hs := core.HardState{Term: 1, Vote: 1}
 	if err := l.Save(core.Ready{HardState: hs, MustSync: true}); err != nil {
 		b.Fatal(err)

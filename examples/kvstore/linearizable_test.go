@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -92,23 +91,7 @@ func TestLinearizableUnderKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processes")
 	}
-	p := &procs{t: t, bin: buildKVStore(t), dir: t.TempDir(), peers: map[node.NodeID]string{},
-		https: map[node.NodeID]string{}, cmds: map[node.NodeID]*exec.Cmd{}}
-	var parts []string
-	for id := node.NodeID(1); id <= 3; id++ {
-		p.peers[id], _ = freePort()
-		p.https[id], _ = freePort()
-		parts = append(parts, fmt.Sprintf("%d=%s", id, p.peers[id]))
-	}
-	p.cluster = strings.Join(parts, ",")
-	for id := range p.peers {
-		p.start(id)
-	}
-	defer func() {
-		for id := range p.cmds {
-			p.kill(id)
-		}
-	}()
+	p := startProcs(t, 3)
 	if _, err := waitHTTPLeader(p.live(), 0); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,14 +78,14 @@ func (p *procs) live() map[node.NodeID]string {
 	return m
 }
 
-func TestProcessesSurviveLeaderKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs processes")
-	}
+// startProcs builds kvstore and starts n members as processes on free
+// loopback ports; they are killed when the test ends, and their logs
+// printed if it failed.
+func startProcs(t *testing.T, n int) *procs {
 	p := &procs{t: t, bin: buildKVStore(t), dir: t.TempDir(), peers: map[node.NodeID]string{},
 		https: map[node.NodeID]string{}, cmds: map[node.NodeID]*exec.Cmd{}}
 	var parts []string
-	for id := node.NodeID(1); id <= 3; id++ {
+	for id := node.NodeID(1); id <= node.NodeID(n); id++ {
 		p.peers[id], _ = freePort()
 		p.https[id], _ = freePort()
 		parts = append(parts, fmt.Sprintf("%d=%s", id, p.peers[id]))
@@ -93,7 +94,7 @@ func TestProcessesSurviveLeaderKill(t *testing.T) {
 	for id := range p.peers {
 		p.start(id)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		for id := range p.cmds {
 			p.kill(id)
 		}
@@ -103,7 +104,15 @@ func TestProcessesSurviveLeaderKill(t *testing.T) {
 				t.Logf("member %d log:\n%s", id, b)
 			}
 		}
-	}()
+	})
+	return p
+}
+
+func TestProcessesSurviveLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	p := startProcs(t, 3)
 	lead, err := waitHTTPLeader(p.live(), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -173,14 +182,6 @@ func call2(addr, path string) (int, string) {
 		return 0, ""
 	}
 	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return resp.StatusCode, b.String()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

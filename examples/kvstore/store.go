@@ -14,10 +14,10 @@ import (
 
 // Commands the store applies: an op byte, then length-prefixed fields.
 const (
-	opPut       = 'p' // key, value
-	opDelete    = 'd' // key
-	opSetHTTP   = 'h' // member ID, its HTTP address
-	opForgetHTP = 'f' // member ID
+	opPut        = 'p' // key, value
+	opDelete     = 'd' // key
+	opSetHTTP    = 'h' // member ID, its HTTP address
+	opForgetHTTP = 'f' // member ID
 )
 
 // Limits of the HTTP API, checked before anything is proposed.
@@ -53,7 +53,7 @@ func encodeSetHTTP(id uint64, addr string) []byte {
 	return appendField(binary.AppendUvarint([]byte{opSetHTTP}, id), []byte(addr))
 }
 
-func encodeForgetHTTP(id uint64) []byte { return binary.AppendUvarint([]byte{opForgetHTP}, id) }
+func encodeForgetHTTP(id uint64) []byte { return binary.AppendUvarint([]byte{opForgetHTTP}, id) }
 
 // fields splits b into length-prefixed fields.
 func field(b []byte) ([]byte, []byte, error) {
@@ -99,7 +99,7 @@ func (s *store) Apply(index uint64, cmd []byte) any {
 			return err
 		}
 		s.http[id] = string(a)
-	case opForgetHTP:
+	case opForgetHTTP:
 		id, n := binary.Uvarint(rest)
 		if n <= 0 {
 			return errors.New("kvstore: malformed command")
