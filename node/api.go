@@ -148,9 +148,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if len(cmd) > n.cfg.MaxCommandBytes {
 		return nil, fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, len(cmd), n.cfg.MaxCommandBytes)
 	}
-	p := n.newProposal()
-	p.data = appendEnvelope(make([]byte, 0, len(cmd)+envelopeOverhead), n.cfg.ID, p.req, cmd)
-	res, err := n.submit(ctx, p)
+	res, err := n.submit(ctx, n.commandProposal(cmd))
 	n.countProposal(err)
 	return res, err
 }
@@ -173,14 +171,41 @@ func (n *Node) newProposal() *proposal {
 	return &proposal{req: n.reqBase + n.nextReq.Add(1), done: make(chan result, 1)}
 }
 
+// commandProposal wraps cmd in its envelope.
+func (n *Node) commandProposal(cmd []byte) *proposal {
+	p := n.newProposal()
+	p.data = appendEnvelope(make([]byte, 0, len(cmd)+envelopeOverhead), n.cfg.ID, p.req, cmd)
+	return p
+}
+
+// confProposal is a configuration change carrying the new member's
+// address, if any.
+func (n *Node) confProposal(typ core.ConfChangeType, id NodeID, addr string) *proposal {
+	p := n.newProposal()
+	var ms []Member
+	if addr != "" {
+		ms = []Member{{ID: id, Addr: addr}}
+	}
+	p.cc = &core.ConfChange{
+		Changes: []core.ConfChangeSingle{{Type: typ, NodeID: id}},
+		Context: appendContext(nil, n.cfg.ID, p.req, ms),
+	}
+	return p
+}
+
+// track registers p as waiting for its entry to apply.
+func (n *Node) track(p *proposal) {
+	n.pendMu.Lock()
+	n.pending[p.req] = p
+	n.pendMu.Unlock()
+}
+
 // submit queues p for the loop and waits for its result.
 func (n *Node) submit(ctx context.Context, p *proposal) (any, error) {
 	if n.stopping() {
 		return nil, n.stoppedErr()
 	}
-	n.pendMu.Lock()
-	n.pending[p.req] = p
-	n.pendMu.Unlock()
+	n.track(p)
 	timer := time.NewTimer(n.requestTimeout())
 	defer timer.Stop()
 	select {
@@ -338,16 +363,7 @@ func (n *Node) changeConf(ctx context.Context, typ core.ConfChangeType, id NodeI
 	if typ != core.ConfChangeRemoveNode && (addr == "" || len(addr) > maxAddrBytes) {
 		return fmt.Errorf("%w: address %q", ErrConfig, addr)
 	}
-	p := n.newProposal()
-	var ms []Member
-	if addr != "" {
-		ms = []Member{{ID: id, Addr: addr}}
-	}
-	p.cc = &core.ConfChange{
-		Changes: []core.ConfChangeSingle{{Type: typ, NodeID: id}},
-		Context: appendContext(nil, n.cfg.ID, p.req, ms),
-	}
-	_, err := n.submit(ctx, p)
+	_, err := n.submit(ctx, n.confProposal(typ, id, addr))
 	return err
 }
 

@@ -44,6 +44,12 @@ type applier struct {
 	recording chan error    // the loop's answer to recordC; nil if none asked
 	waiters   []chan error  // Snapshot calls waiting for the next one
 	snapReq   chan chan error
+	// spawn runs the snapshot writer: on a goroutine, or in the
+	// simulator as a scheduled event.
+	spawn func(func())
+	// record passes a written snapshot to the loop: on Node.recordC, or
+	// in the simulator as a scheduled event.
+	record func(recordRequest)
 }
 
 // recordRequest asks the loop to record a written snapshot in the log
@@ -68,6 +74,7 @@ func newApplier(n *Node, boot bootState) *applier {
 		written:  make(chan snapDone, 1),
 		snapReq:  make(chan chan error),
 	}
+	a.record = func(rr recordRequest) { n.recordC <- rr }
 	if boot.rewriteSnapshot {
 		a.lastSnap = 0 // so that the first maybeSnapshot writes one
 	}
@@ -86,36 +93,68 @@ func (a *applier) run() {
 			w <- n.stoppedErr()
 		}
 	}()
-	if a.lastSnap == 0 && a.applied > 0 {
-		a.maybeSnapshot(true)
-	}
+	a.begin()
 	for {
+		var err error
 		select {
 		case <-n.stopC:
 			return
 		case t := <-n.applyC:
-			if err := a.do(t); err != nil {
-				n.fail(err)
-				return
-			}
-			a.maybeSnapshot(false)
+			err = a.onTask(t)
 		case w := <-a.snapReq:
-			a.waiters = append(a.waiters, w)
-			a.maybeSnapshot(true)
+			a.onSnapshotRequest(w)
 		case d := <-a.written:
-			a.writer = false
-			a.snapshotWritten(d)
-		case err := <-a.recording:
-			a.recording, a.writing = nil, false
-			if err != nil {
-				n.fail(err)
-			} else {
-				n.metrics.snapsTaken.Add(1)
-				n.emit(Event{Type: EventSnapshotTaken, Index: a.lastSnap})
-			}
-			a.answer(err)
+			a.onWritten(d)
+		case e := <-a.recording:
+			err = a.onRecorded(e)
+		}
+		if err != nil {
+			n.fail(err)
+			return
 		}
 	}
+}
+
+// The applier is a step function too: run (or the simulator) calls begin
+// once, then one of the on methods per input.
+
+// begin writes at once a snapshot that could not be loaded at start.
+func (a *applier) begin() {
+	if a.lastSnap == 0 && a.applied > 0 {
+		a.maybeSnapshot(true)
+	}
+}
+
+// onTask applies one Ready's committed work.
+func (a *applier) onTask(t applyTask) error {
+	if err := a.do(t); err != nil {
+		return err
+	}
+	a.maybeSnapshot(false)
+	return nil
+}
+
+// onSnapshotRequest takes a Snapshot call's request.
+func (a *applier) onSnapshotRequest(w chan error) {
+	a.waiters = append(a.waiters, w)
+	a.maybeSnapshot(true)
+}
+
+// onWritten takes the snapshot writer's result.
+func (a *applier) onWritten(d snapDone) {
+	a.writer = false
+	a.snapshotWritten(d)
+}
+
+// onRecorded takes the loop's answer to a record request.
+func (a *applier) onRecorded(err error) error {
+	a.recording, a.writing = nil, false
+	if err == nil {
+		a.n.metrics.snapsTaken.Add(1)
+		a.n.emit(Event{Type: EventSnapshotTaken, Index: a.lastSnap})
+	}
+	a.answer(err)
+	return err
 }
 
 func (a *applier) do(t applyTask) error {
@@ -239,9 +278,7 @@ func (a *applier) maybeSnapshot(now bool) {
 	a.writing, a.writer = true, true
 	a.lastSnap = meta.Index
 	members := maps.Clone(a.members)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	a.spawn(func() {
 		info := SnapshotInfo{Meta: meta, Members: memberList(members)}
 		sink, err := n.snaps.Create(info)
 		if err == nil {
@@ -252,7 +289,7 @@ func (a *applier) maybeSnapshot(now bool) {
 			}
 		}
 		a.written <- snapDone{meta: meta, members: appendMembers(nil, info.Members), err: err}
-	}()
+	})
 }
 
 // snapshotWritten has the loop record a written snapshot and compact; the
@@ -266,7 +303,7 @@ func (a *applier) snapshotWritten(d snapDone) {
 		return
 	}
 	a.recording = make(chan error, 1)
-	n.recordC <- recordRequest{meta: d.meta, members: d.members, result: a.recording}
+	a.record(recordRequest{meta: d.meta, members: d.members, result: a.recording})
 }
 
 // answer ends the Snapshot calls waiting.

@@ -33,14 +33,49 @@ type loop struct {
 	conf core.ConfState
 	// now and later are handleReady's message buffers, reused.
 	now, later []core.Message
+	// handoff passes committed work to the applier: Node.handoff, or the
+	// simulator's queue.
+	handoff func(applyTask)
 	// removedAt is the tick at which this node applied its own removal
 	// (0: not removed); it stops ElectionTicks later, time enough to hand
 	// off leadership.
 	removedAt uint64
 }
 
-// startLoop creates core and the transport and starts the goroutines.
+// startLoop creates the loop and starts the goroutines that drive it.
 func (n *Node) startLoop(boot bootState) error {
+	l, err := n.newLoop(boot)
+	if err != nil {
+		return err
+	}
+	l.handoff = n.handoff
+	n.apply.spawn = func(f func()) {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			f()
+		}()
+	}
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		l.run()
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.apply.run()
+	}()
+	go func() {
+		n.wg.Wait()
+		n.shutdown()
+		close(n.done)
+	}()
+	return nil
+}
+
+// newLoop creates core, the loop that owns it and the applier, and starts
+// the transport; it starts no goroutine of its own.
+func (n *Node) newLoop(boot bootState) (*loop, error) {
 	seed := n.cfg.Seed
 	if seed == 0 {
 		seed = n.reqBase | uint64(n.cfg.ID)
@@ -59,7 +94,7 @@ func (n *Node) startLoop(boot bootState) error {
 		Logger:                    n.cfg.Logger,
 	})
 	if err != nil {
-		return fmt.Errorf("node: %w", err)
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	l.r = r
 	n.loopState = l
@@ -67,24 +102,10 @@ func (n *Node) startLoop(boot bootState) error {
 		l.snapData[boot.applied] = appendMembers(nil, memberList(boot.members))
 	}
 	if err := n.startTransport(boot.members, boot.conf); err != nil {
-		return err
+		return nil, err
 	}
 	n.apply = newApplier(n, boot)
-	n.wg.Add(2)
-	go func() {
-		defer n.wg.Done()
-		l.run()
-	}()
-	go func() {
-		defer n.wg.Done()
-		n.apply.run()
-	}()
-	go func() {
-		n.wg.Wait()
-		n.shutdown()
-		close(n.done)
-	}()
-	return nil
+	return l, nil
 }
 
 // startTransport creates the default transport if need be, and starts it
@@ -147,19 +168,33 @@ func (s *coreStorage) Snapshot() (core.Snapshot, error) {
 	return snap, err
 }
 
-// run is the loop: it takes inputs, steps core, and handles each Ready.
-// It ends when the node stops.
+// The loop is a step function. Each input is a method — tick, step,
+// propose, read, report, recordSnapshot — that changes core's state and
+// does no I/O; flush then handles every Ready core has: it writes the log,
+// sends messages and hands committed entries to handoff. run drives it
+// with goroutines and channels; the simulator in this package's tests
+// drives the same methods from one seeded scheduler.
+
+// flush handles each Ready core has.
+func (l *loop) flush() error {
+	for l.r.HasReady() {
+		if err := l.handleReady(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run is the production driver: it takes inputs from the node's channels
+// and flushes after each. It ends when the node stops.
 func (l *loop) run() {
 	n := l.n
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
-		if l.r.HasReady() {
-			if err := l.handleReady(); err != nil {
-				n.fail(err)
-				return
-			}
-			continue
+		if err := l.flush(); err != nil {
+			n.fail(err)
+			return
 		}
 		select {
 		case <-n.stopC:
@@ -167,11 +202,11 @@ func (l *loop) run() {
 		case <-ticker.C:
 			l.tick()
 		case p := <-n.propC:
-			l.propose(p)
+			l.proposeBatch(p)
 		case rq := <-n.readC:
 			l.read(rq)
 		case m := <-n.msgC:
-			l.step(m)
+			l.stepAll(m)
 		case f := <-n.ctlC:
 			f()
 		case rr := <-n.recordC:
@@ -191,13 +226,55 @@ func (l *loop) gather() {
 	n := l.n
 	select {
 	case m := <-n.msgC:
-		l.step(m)
+		l.stepAll(m)
 	default:
 	}
 	select {
 	case p := <-n.propC:
-		l.propose(p)
+		l.proposeBatch(p)
 	default:
+	}
+}
+
+// stepAll steps m and the messages already waiting behind it.
+func (l *loop) stepAll(m core.Message) {
+	for i := 0; ; i++ {
+		l.step(m)
+		if i == messageQueue {
+			return
+		}
+		select {
+		case m = <-l.n.msgC:
+		default:
+			return
+		}
+	}
+}
+
+// proposeBatch hands p and the proposals waiting behind it, up to
+// MaxBatchBytes, to core: they go into one Ready.
+func (l *loop) proposeBatch(p *proposal) {
+	bytes := 0
+	for {
+		l.propose(p)
+		bytes += len(p.data)
+		if bytes >= l.n.cfg.MaxBatchBytes {
+			return
+		}
+		select {
+		case p = <-l.n.propC:
+		default:
+			return
+		}
+	}
+}
+
+// handoff passes a Ready's committed work to the apply goroutine, waiting
+// while its queue is full (back pressure) unless the node stops.
+func (n *Node) handoff(t applyTask) {
+	select {
+	case n.applyC <- t:
+	case <-n.stopC:
 	}
 }
 
@@ -237,42 +314,15 @@ func (l *loop) publishLag() {
 	l.n.metrics.peerMu.Unlock()
 }
 
-// step steps a received message and any others already waiting.
+// step steps one received message.
 func (l *loop) step(m core.Message) {
-	for i := 0; ; i++ {
-		if err := l.r.Step(m); err != nil {
-			l.n.log.Debug("message refused", "from", uint64(m.From), "msg_type", m.Type.String(), "err", err)
-		}
-		if i == messageQueue {
-			return
-		}
-		select {
-		case m = <-l.n.msgC:
-		default:
-			return
-		}
+	if err := l.r.Step(m); err != nil {
+		l.n.log.Debug("message refused", "from", uint64(m.From), "msg_type", m.Type.String(), "err", err)
 	}
 }
 
-// propose hands p and the proposals waiting behind it, up to
-// MaxBatchBytes, to core: they go into one Ready.
+// propose hands one proposal to core, unless its caller gave up.
 func (l *loop) propose(p *proposal) {
-	bytes := 0
-	for {
-		l.proposeOne(p)
-		bytes += len(p.data)
-		if bytes >= l.n.cfg.MaxBatchBytes {
-			return
-		}
-		select {
-		case p = <-l.n.propC:
-		default:
-			return
-		}
-	}
-}
-
-func (l *loop) proposeOne(p *proposal) {
 	if !p.state.CompareAndSwap(propQueued, propTaken) {
 		return // its caller gave up
 	}
@@ -383,11 +433,7 @@ func (l *loop) handleReady() error {
 		return err
 	}
 	if task.snap != nil || len(task.entries) > 0 {
-		select {
-		case n.applyC <- task:
-		case <-n.stopC:
-			return nil
-		}
+		l.handoff(task)
 	}
 	l.readStates(rd.ReadStates)
 	for i := range rd.DroppedProposals {

@@ -115,8 +115,27 @@ type Node struct {
 // It returns once the node has replayed its log to the last durable commit
 // index and is serving.
 func Start(cfg Config) (*Node, error) {
-	if err := cfg.Validate(); err != nil {
+	n, boot, err := newNode(cfg)
+	if err != nil {
 		return nil, err
+	}
+	if err := n.startLoop(boot); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	if err := n.waitReplay(boot.commit); err != nil {
+		n.Stop()
+		return nil, err
+	}
+	n.log.Info("node started", "cluster", n.cfg.ClusterID, "applied", uint64(n.Applied()), "members", len(boot.members))
+	return n, nil
+}
+
+// newNode checks cfg, opens the stores and recovers what they hold: the
+// node is ready for its loop.
+func newNode(cfg Config) (*Node, bootState, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, bootState{}, err
 	}
 	clusterGiven := cfg.ClusterID != 0
 	cfg = cfg.withDefaults()
@@ -144,26 +163,17 @@ func Start(cfg Config) (*Node, error) {
 	n.reqBase = binary.LittleEndian.Uint64(seed[:]) &^ (1<<40 - 1) // room for 2^40 requests
 	if err := n.open(clusterGiven); err != nil {
 		n.closeStores()
-		return nil, err
+		return nil, bootState{}, err
 	}
 	boot, err := n.recover()
 	if err != nil {
 		n.closeStores()
-		return nil, err
+		return nil, bootState{}, err
 	}
 	n.syncsEach = !n.ownStore || n.cfg.Sync == wal.SyncEachBatch
 	n.cluster.Store(n.cfg.ClusterID)
 	n.setApplied(boot.applied)
-	if err := n.startLoop(boot); err != nil {
-		n.closeStores()
-		return nil, err
-	}
-	if err := n.waitReplay(boot.commit); err != nil {
-		n.Stop()
-		return nil, err
-	}
-	n.log.Info("node started", "cluster", n.cfg.ClusterID, "applied", uint64(n.Applied()), "members", len(boot.members))
-	return n, nil
+	return n, boot, nil
 }
 
 // open opens the stores, checking the cluster and node IDs on disk.
