@@ -36,6 +36,8 @@ type loop struct {
 	// handoff passes committed work to the applier: Node.handoff, or the
 	// simulator's queue.
 	handoff func(applyTask)
+	// seen holds the forwarded proposals stepped lately.
+	seen seenProposals
 	// removedAt is the tick at which this node applied its own removal
 	// (0: not removed); it stops ElectionTicks later, time enough to hand
 	// off leadership.
@@ -316,6 +318,11 @@ func (l *loop) publishLag() {
 
 // step steps one received message.
 func (l *loop) step(m core.Message) {
+	if m.Type == core.MsgProp {
+		if m.Entries = l.seen.filter(m.Entries); len(m.Entries) == 0 {
+			return
+		}
+	}
 	if err := l.r.Step(m); err != nil {
 		l.n.log.Debug("message refused", "from", uint64(m.From), "msg_type", m.Type.String(), "err", err)
 	}
@@ -354,6 +361,9 @@ func (l *loop) read(rq *readRequest) {
 	}
 	if rq.deadline == 0 {
 		rq.deadline = l.ticks + uint64(l.n.cfg.RequestTimeoutTicks)
+	} else if l.ticks >= rq.deadline {
+		rq.finish(0, ErrNoLeader) // asked again and again, never taken
+		return
 	}
 	l.nextRead++
 	ctx := binary.BigEndian.AppendUint64(nil, l.nextRead)
@@ -691,4 +701,56 @@ func proposer(e *core.Entry) (NodeID, uint64, bool) {
 	}
 	origin, req, _, err := parseEnvelope(e.Data)
 	return origin, req, err == nil
+}
+
+// seenProposals remembers the last seenCap forwarded proposals a node
+// stepped, by origin and request ID. A transport that delivers a message
+// twice (TCP does not; a datagram or queue transport may) would otherwise
+// make a command commit, and apply, twice — or commit after its proposer
+// was told it was dropped.
+type seenProposals struct {
+	set  map[propKey]struct{}
+	ring []propKey
+	next int
+}
+
+type propKey struct {
+	origin NodeID
+	req    uint64
+}
+
+const seenCap = 1 << 14
+
+// filter returns ents without the proposals seen before, and remembers
+// the rest. It copies ents only when it drops one.
+func (s *seenProposals) filter(ents []core.Entry) []core.Entry {
+	if s.set == nil {
+		s.set = make(map[propKey]struct{}, seenCap)
+		s.ring = make([]propKey, seenCap)
+	}
+	var out []core.Entry
+	for i := range ents {
+		origin, req, ok := proposer(&ents[i])
+		k := propKey{origin, req}
+		if _, dup := s.set[k]; ok && dup {
+			if out == nil {
+				out = append(make([]core.Entry, 0, len(ents)), ents[:i]...)
+			}
+			continue
+		}
+		if ok {
+			if old := s.ring[s.next]; old != (propKey{}) {
+				delete(s.set, old)
+			}
+			s.ring[s.next], s.next = k, (s.next+1)%seenCap
+			s.set[k] = struct{}{}
+		}
+		if out != nil {
+			out = append(out, ents[i])
+		}
+	}
+	if out == nil {
+		return ents
+	}
+	return out
 }
