@@ -35,7 +35,7 @@ import (
 // One seed fixes the whole run: TestSimulationReplays checks that.
 
 var (
-	simSeeds    = flag.Int("sim.seeds", 16, "TestSimulation: how many seeds to run, from -sim.first")
+	simSeeds    = flag.Int("sim.seeds", 24, "TestSimulation: how many seeds to run, from -sim.first")
 	simFirst    = flag.Uint64("sim.first", 1, "TestSimulation: the first seed")
 	simSeed     = flag.Uint64("sim.seed", 0, "TestSimulation: run only this seed (replays a failure)")
 	simDuration = flag.Duration("sim.duration", 15*time.Second, "TestSimulation: simulated time of the fault phase")
@@ -664,6 +664,36 @@ func (s *sim) chaos() {
 		sn.pausedUntil = s.now + d
 		s.stats.pauses++
 		s.tracef("pause %d for %v", sn.id, d)
+	case r < 97 && len(live) > 2:
+		// Correlated failures: a member cut off from the leader, another
+		// dying in its next write, and the leader crashing a moment
+		// later. The two others can then elect a leader without what the
+		// leader replicated last: if the torn member acknowledged
+		// entries before writing them (or a commit was counted on such
+		// an acknowledgement), an acknowledged write is lost here.
+		lead := s.leaderNode()
+		if lead == nil {
+			return
+		}
+		s.rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+		var others []*simNode
+		for _, sn := range live {
+			if sn != lead {
+				others = append(others, sn)
+			}
+		}
+		cutOff, torn := others[0], others[1]
+		s.cut[[2]NodeID{lead.id, cutOff.id}] = true
+		s.cut[[2]NodeID{cutOff.id, lead.id}] = true
+		torn.log.tearNext = true
+		inc := lead.inc
+		s.after(time.Duration(1+s.rng.IntN(20))*time.Millisecond, func() {
+			if lead.n != nil && lead.inc == inc {
+				s.crash(lead, "with the others")
+			}
+		})
+		s.stats.partitions++
+		s.tracef("correlated: %d cut off from the leader, %d will crash in its next write, leader %d crashes soon", cutOff.id, torn.id, lead.id)
 	}
 }
 

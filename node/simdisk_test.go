@@ -127,7 +127,8 @@ func (s *simLog) Save(rd core.Ready) error {
 	if s.down {
 		return errCrash
 	}
-	torn := s.tearNext
+	// The write torn is one that carries entries or a snapshot.
+	torn := s.tearNext && (len(rd.Entries) > 0 || !rd.Snapshot.IsEmpty())
 	if !rd.Snapshot.IsEmpty() {
 		if err := s.installSnapshot(rd.Snapshot.Meta); err != nil {
 			return err

@@ -20,7 +20,11 @@ type Transport interface {
 	// afterwards (core never does); the msgs slice itself is not kept and
 	// may be reused once Send returns. A MsgSnap is sent with its body, read
 	// through h.OpenSnapshot, and ends in exactly one h.SnapshotDone
-	// unless the transport is closed first.
+	// unless the transport is closed first. Messages may be lost, delayed
+	// or reordered; a transport should not deliver one twice (TCP does
+	// not): a node drops a forwarded proposal it saw among its last
+	// 16,384, but one duplicated across the receiver's restart would
+	// commit twice.
 	Send(msgs []core.Message)
 	// AddPeer adds peer id at addr, or changes its address.
 	AddPeer(id core.NodeID, addr string)
