@@ -53,7 +53,8 @@ func (s *kv) Restore(index uint64, r io.Reader) error {
 	return nil
 }
 
-// cluster is three nodes on loopback TCP.
+// cluster is the nodes of a 3-node cluster on loopback TCP that one
+// process holds: all three, or (with -procs) one.
 type cluster struct {
 	nodes map[node.NodeID]*node.Node
 }
@@ -67,7 +68,8 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func startCluster(dir string, policy wal.SyncPolicy, maxBatch int, tick time.Duration) (*cluster, error) {
+// loopbackPeers picks an address for each of the three members.
+func loopbackPeers() (map[node.NodeID]string, error) {
 	peers := map[node.NodeID]string{}
 	for id := node.NodeID(1); id <= 3; id++ {
 		a, err := freeAddr()
@@ -76,11 +78,17 @@ func startCluster(dir string, policy wal.SyncPolicy, maxBatch int, tick time.Dur
 		}
 		peers[id] = a
 	}
+	return peers, nil
+}
+
+// startNodes starts the members ids of the cluster peers, each with its
+// wal in dir/ID.
+func startNodes(ids []node.NodeID, peers map[node.NodeID]string, dir string, policy wal.SyncPolicy, maxBatch int, tick time.Duration) (*cluster, error) {
 	c := &cluster{nodes: map[node.NodeID]*node.Node{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
-	for id := range peers {
+	for _, id := range ids {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -89,7 +97,7 @@ func startCluster(dir string, policy wal.SyncPolicy, maxBatch int, tick time.Dur
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && firstErr == nil {
-				firstErr = err
+				firstErr = fmt.Errorf("node %d: %w", id, err)
 			}
 			if n != nil {
 				c.nodes[id] = n
@@ -104,26 +112,13 @@ func startCluster(dir string, policy wal.SyncPolicy, maxBatch int, tick time.Dur
 	return c, nil
 }
 
-// waitLeader waits until a node leads and the others agree.
-func (c *cluster) waitLeader(timeout time.Duration) (*node.Node, error) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		var lead node.NodeID
-		agree := true
-		for _, n := range c.nodes {
-			l, _ := n.Leader()
-			if l == 0 || (lead != 0 && l != lead) {
-				agree = false
-				break
-			}
-			lead = l
-		}
-		if agree && lead != 0 {
-			return c.nodes[lead], nil
-		}
-		time.Sleep(10 * time.Millisecond) // polling
+// leaders is the leader each node knows of (0: none).
+func (c *cluster) leaders() map[node.NodeID]node.NodeID {
+	m := map[node.NodeID]node.NodeID{}
+	for id, n := range c.nodes {
+		m[id], _ = n.Leader()
 	}
-	return nil, errors.New("no leader")
+	return m
 }
 
 func (c *cluster) stop() {

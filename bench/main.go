@@ -1,15 +1,17 @@
-// Command bench measures a stepraft cluster: three nodes in this process
-// on loopback TCP, each with a real wal directory, driven by concurrent
-// clients proposing commands (and, with -reads, making linearizable
-// reads) for a fixed time after a warm-up. For each combination of
-// clients, command size and sync policy it reports throughput, latency
-// percentiles, fsyncs, CPU and memory; see bench/README.md.
+// Command bench measures a stepraft cluster: three nodes on loopback TCP,
+// each with a real wal directory, driven by concurrent clients proposing
+// commands (and, with -reads, making linearizable reads) for a fixed time
+// after a warm-up. For each combination of clients, command size and sync
+// policy it reports throughput, latency percentiles, fsyncs, CPU and
+// memory; see bench/README.md. Each configuration runs in fresh child
+// processes of this binary: one holding the three nodes, or with -procs
+// one per node (child.go describes the protocol).
 //
 //	go run ./bench -clients 1,16,256 -size 16,128,1024 -sync each -duration 10s
+//	go run ./bench -procs -clients 1,256 -size 16 -sync each
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -18,12 +20,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/stepraft/stepraft/node"
@@ -31,6 +29,9 @@ import (
 )
 
 func main() {
+	if isChild() {
+		os.Exit(childMain(os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -47,6 +48,10 @@ type options struct {
 	jsonOut  string
 	svgOut   string
 	tick     time.Duration
+	procs    bool
+	// leaderTimeout bounds the wait for the three nodes to agree on a
+	// leader (not a flag: tests shorten it).
+	leaderTimeout time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -55,7 +60,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	clients := fs.String("clients", "1,16,256", "concurrent clients, comma-separated")
 	sizes := fs.String("size", "16,128,1024", "command sizes in bytes, comma-separated")
 	syncs := fs.String("sync", "each", "sync policies: each, interval, never (comma-separated)")
-	var o options
+	o := options{leaderTimeout: 20 * time.Second}
 	fs.IntVar(&o.maxBatch, "max-batch", node.DefaultMaxBatchBytes, "node MaxBatchBytes")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per configuration")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before it")
@@ -64,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.svgOut, "svg", "", "also draw throughput against p99 latency per sync policy to this SVG file")
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "node tick interval")
+	fs.BoolVar(&o.procs, "procs", false, "run each node in its own process (default: one process holds the three)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -124,6 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func benchmark(o options, stdout, stderr io.Writer) error {
+	stderr = &lockedWriter{w: stderr} // the children's stderr comes here too
 	dir := o.dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "stepraft-bench-")
@@ -146,7 +153,7 @@ func benchmark(o options, stdout, stderr io.Writer) error {
 	for _, s := range o.syncs {
 		for _, size := range o.sizes {
 			for _, clients := range o.clients {
-				cfg := config{Sync: s, Size: size, Clients: clients, MaxBatch: o.maxBatch, Reads: o.reads}
+				cfg := config{Sync: s, Size: size, Clients: clients, MaxBatch: o.maxBatch, Reads: o.reads, Procs: o.procs}
 				r, err := measure(cfg, o, filepath.Join(dir, fmt.Sprintf("%s-%d-%d", s, size, clients)), stderr)
 				if err != nil {
 					return fmt.Errorf("%+v: %w", cfg, err)
@@ -155,7 +162,7 @@ func benchmark(o options, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	printTable(stdout, results, cal)
+	printTable(stdout, results, cal, o.procs)
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(struct {
 			Calibration calibration
@@ -180,6 +187,7 @@ type config struct {
 	Clients  int
 	MaxBatch int
 	Reads    float64
+	Procs    bool // each node in its own process
 }
 
 // result is what one configuration measured.
@@ -194,158 +202,39 @@ type result struct {
 	FsyncsPerSec    float64
 	EntriesPerFsync float64
 	BytesPerEntry   float64
-	CPUPer1000Ops   float64 // CPU seconds of this process (all three nodes)
-	PeakRSSMiB      float64 // of this process, all three nodes
-	Errors          int
+	// CPUPer1000Ops is CPU seconds per 1,000 operations over the measured
+	// window, of the child process holding the three nodes and the
+	// clients, or with Procs summed over the three.
+	CPUPer1000Ops float64
+	// PeakRSSMiB is the peak resident set of the child process holding
+	// the three nodes and the clients (it ran this configuration only),
+	// or with Procs the largest of the three: one node's (the leader's
+	// process holds the clients too).
+	PeakRSSMiB float64
+	Errors     int
+	// Processes are the child processes and what each measured.
+	Processes []process
+	// Rerun: leadership moved during the first run, and this is the
+	// second.
+	Rerun bool `json:",omitempty"`
 }
 
-// measure runs one configuration.
-func measure(cfg config, o options, dir string, stderr io.Writer) (result, error) {
-	res := result{config: cfg}
-	policy, _ := syncPolicy(cfg.Sync)
-	c, err := startCluster(dir, policy, cfg.MaxBatch, o.tick)
-	if err != nil {
-		return res, err
-	}
-	defer c.stop()
-	lead, err := c.waitLeader(20 * time.Second)
-	if err != nil {
-		return res, err
-	}
-	cmd := make([]byte, cfg.Size)
-	for i := range cmd {
-		cmd[i] = byte('a' + i%26)
-	}
-	var measuring atomic.Bool
-	var stop atomic.Bool
-	var errs atomic.Int64
-	lat := make([][]time.Duration, cfg.Clients)
-	readLat := make([][]time.Duration, cfg.Clients)
-	var done atomic.Int64
-	var wg sync.WaitGroup
-	for w := range cfg.Clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := uint64(w)*0x9e3779b97f4a7c15 + 1
-			for !stop.Load() {
-				rng ^= rng << 13
-				rng ^= rng >> 7
-				rng ^= rng << 17
-				read := cfg.Reads > 0 && float64(rng%10000)/10000 < cfg.Reads
-				t0 := time.Now()
-				var err error
-				if read {
-					_, err = lead.Read(context.Background(), []byte("k"))
-				} else {
-					_, err = lead.Propose(context.Background(), cmd)
-				}
-				d := time.Since(t0)
-				if !measuring.Load() {
-					continue
-				}
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				if read {
-					readLat[w] = append(readLat[w], d)
-				} else {
-					lat[w] = append(lat[w], d)
-				}
-				done.Add(1)
-			}
-		}()
-	}
-	time.Sleep(o.warmup) // the warm-up: not measured
-	m0 := lead.Metrics()
-	cpu0, _ := cpuTime()
-	start := time.Now()
-	measuring.Store(true)
-	progress(stderr, cfg, &done, o.duration)
-	measuring.Store(false)
-	elapsed := time.Since(start)
-	cpu1, _ := cpuTime()
-	m1 := lead.Metrics()
-	stop.Store(true)
-	wg.Wait()
-	writes := slices.Concat(lat...)
-	reads := slices.Concat(readLat...)
-	slices.Sort(writes)
-	slices.Sort(reads)
-	res.Ops = len(writes) + len(reads)
-	res.Errors = int(errs.Load())
-	res.OpsPerSec = float64(res.Ops) / elapsed.Seconds()
-	res.MBPerSec = float64(len(writes)*cfg.Size) / elapsed.Seconds() / 1e6
-	all := slices.Concat(writes, reads)
-	slices.Sort(all)
-	res.P50, res.P90, res.P99, res.P999 = pct(all, 0.5), pct(all, 0.9), pct(all, 0.99), pct(all, 0.999)
-	if len(all) > 0 {
-		res.Max = all[len(all)-1]
-	}
-	res.ReadP50 = pct(reads, 0.5)
-	if f := m1.Fsyncs - m0.Fsyncs; f > 0 {
-		res.FsyncsPerSec = float64(f) / elapsed.Seconds()
-		res.EntriesPerFsync = float64(m1.EntriesWritten-m0.EntriesWritten) / float64(f)
-	}
-	if e := m1.EntriesWritten - m0.EntriesWritten; e > 0 {
-		res.BytesPerEntry = float64(m1.BytesWritten-m0.BytesWritten) / float64(e)
-	}
-	if res.Ops > 0 {
-		res.CPUPer1000Ops = (cpu1 - cpu0).Seconds() / float64(res.Ops) * 1000
-	}
-	res.PeakRSSMiB = peakRSSMiB()
-	return res, nil
+// process is one child process of a configuration.
+type process struct {
+	Nodes      []node.NodeID
+	CPUSeconds float64 // over the measured window
+	PeakRSSMiB float64
 }
 
-// progress prints a live line on stderr until d has passed.
-func progress(stderr io.Writer, cfg config, done *atomic.Int64, d time.Duration) {
-	end := time.Now().Add(d)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	start := time.Now()
-	for {
-		left := time.Until(end)
-		if left <= 0 {
-			break
-		}
-		select {
-		case <-t.C:
-		case <-time.After(left):
-		}
-		n := done.Load()
-		fmt.Fprintf(stderr, "\r%-6s size %5d clients %4d: %8.0f ops/s  %3.0fs left ", cfg.Sync, cfg.Size, cfg.Clients,
-			float64(n)/time.Since(start).Seconds(), max(0, time.Until(end).Seconds()))
+func printTable(w io.Writer, rs []result, cal calibration, procs bool) {
+	if procs {
+		fmt.Fprintln(w, "\neach configuration in three fresh processes, one per node, the leader's running the clients:")
+		fmt.Fprintln(w, "cpu-s/1k is the sum over the three, rss-MiB the largest peak of the three (one node's)")
+	} else {
+		fmt.Fprintln(w, "\neach configuration in a fresh process holding the three nodes and the clients:")
+		fmt.Fprintln(w, "cpu-s/1k and rss-MiB (peak) are that process's")
 	}
-	fmt.Fprintln(stderr)
-}
-
-func pct(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(q * float64(len(sorted)))
-	return sorted[min(i, len(sorted)-1)]
-}
-
-func cpuTime() (time.Duration, error) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, err
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
-}
-
-func peakRSSMiB() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return float64(ru.Maxrss) / 1024 // kilobytes on Linux
-}
-
-func printTable(w io.Writer, rs []result, cal calibration) {
-	fmt.Fprintf(w, "\n%-6s %6s %7s %10s %8s %9s %9s %9s %9s %9s %8s %9s %9s %10s %8s\n",
+	fmt.Fprintf(w, "%-6s %6s %7s %10s %8s %9s %9s %9s %9s %9s %8s %9s %9s %10s %8s\n",
 		"sync", "size", "clients", "ops/s", "MB/s", "p50", "p90", "p99", "p99.9", "max", "fsync/s", "ent/fsync", "B/entry", "cpu-s/1k", "rss-MiB")
 	for _, r := range rs {
 		fmt.Fprintf(w, "%-6s %6d %7d %10.0f %8.2f %9s %9s %9s %9s %9s %8.0f %9.1f %9.1f %10.3f %8.0f\n",
@@ -355,6 +244,9 @@ func printTable(w io.Writer, rs []result, cal calibration) {
 			fmt.Fprintf(w, "       one client: p50 %s against the floor %s (%.2fx), %s on one shared disk (%.2fx)\n", us(r.P50),
 				us(cal.Floor()), float64(r.P50)/float64(max(cal.Floor(), 1)),
 				us(cal.SharedFloor()), float64(r.P50)/float64(max(cal.SharedFloor(), 1)))
+		}
+		if r.Rerun {
+			fmt.Fprintln(w, "       leadership moved during the first run: this is the second")
 		}
 		if r.Errors > 0 {
 			fmt.Fprintf(w, "       %d operations failed\n", r.Errors)
