@@ -16,12 +16,11 @@ import (
 	"time"
 )
 
-// childRun is one child process's result with what the parent measured of
-// it: peak RSS and CPU from its rusage.
+// childRun is one child process's result (with its own peak RSS) and the
+// CPU the parent measured of it from its rusage.
 type childRun struct {
 	childResult
 	Round      int
-	PeakRSSMiB float64
 	CPUSeconds float64 // user+system of the whole child: three nodes, clients, start-up
 	OpsPerSec  float64
 }
@@ -72,7 +71,9 @@ func spawn(lib string, clients, size int, warmup, d time.Duration, dir string, w
 		return cr, fmt.Errorf("%s child: bad result %q: %w", lib, out.String(), err)
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		cr.PeakRSSMiB = float64(ru.Maxrss) / 1024 // kilobytes on Linux
+		if cr.PeakRSSMiB == 0 {
+			cr.PeakRSSMiB = float64(ru.Maxrss) / 1024 // kilobytes on Linux; counts the parent's pages too
+		}
 		cr.CPUSeconds = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 	}
 	if cr.Seconds > 0 {

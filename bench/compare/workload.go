@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,28 @@ type childResult struct {
 	P50, P99 time.Duration
 	Errors   int
 	Startup  time.Duration // from start until a leader took the first proposal
+	// PeakRSSMiB is the child's own peak resident set (VmHWM), read before
+	// it exits: the rusage a parent gets for a child started with vfork
+	// counts the parent's pages too.
+	PeakRSSMiB float64 `json:",omitempty"`
+}
+
+// vmHWM returns this process's peak resident set in MiB, or 0 where
+// /proc/self/status does not tell.
+func vmHWM() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%f kB", &kb); err == nil {
+				return kb / 1024
+			}
+		}
+	}
+	return 0
 }
 
 // freeAddr returns a loopback address nobody listens on (for now).
@@ -69,6 +92,7 @@ func runChild(o options, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	res.PeakRSSMiB = vmHWM()
 	b, err := json.Marshal(res)
 	if err != nil {
 		return err
