@@ -15,6 +15,8 @@ import (
 	"sync"
 
 	"github.com/stepraft/stepraft/core"
+
+	"github.com/stepraft/stepraft/internal/synclog"
 )
 
 const (
@@ -156,6 +158,9 @@ func syncDir(dir string) error {
 		return fmt.Errorf("snapshotter: %w", err)
 	}
 	err = d.Sync()
+	if err == nil {
+		synclog.Dir(d)
+	}
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}

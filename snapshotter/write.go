@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/stepraft/stepraft/internal/synclog"
 )
 
 // writeBufBytes is the write buffer of a snapshot being saved: the most
@@ -159,6 +161,7 @@ func (p *Pending) finishFile() error {
 	if err := p.f.Sync(); err != nil {
 		return fmt.Errorf("snapshotter: fsync of %s: %w", p.tmp, err)
 	}
+	synclog.File(p.f)
 	err = p.f.Close()
 	p.f = nil
 	if err != nil {

@@ -23,17 +23,20 @@
 // default: before Save returns; SyncInterval; SyncNever; their doc comments
 // say what each loses on power failure). Whatever the policy, a change of
 // term or vote, a snapshot install and a compaction are fsynced before the
-// call returns, and entries a vote rests on go to disk before the vote.
-// The commit index is written without fsync: after a power failure it may
-// come back lower, which core handles (it starts at least at the snapshot
-// and at Config.Applied).
+// call returns, and the entries written so far go to disk before any
+// metadata fsync (a vote rests on them; a commit index must not pass
+// them). The commit index alone is written without fsync: after a power
+// failure it may come back lower, which core handles (it starts at least
+// at the snapshot and at Config.Applied), or, under SyncInterval and
+// SyncNever, past the entries on disk, which core clamps.
 //
 // # Recovery
 //
 // Open reads and verifies every record. A torn tail (the last segment cut
 // in the middle of a record, or ending in records that do not verify and
 // nothing that does) is cut back to the last whole record, and the file and
-// directory fsynced. Any other damage — a bad checksum with valid records
+// directory fsynced; then the entries read are fsynced (a crash may have
+// left them in the page cache only). Any other damage — a bad checksum with valid records
 // after it, a missing segment, an index or term out of order, a log that
 // starts past the snapshot — makes Open fail with an error naming the
 // file and the entry. A crash between a snapshot install's metadata write

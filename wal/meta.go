@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/stepraft/stepraft/core"
+	"github.com/stepraft/stepraft/internal/synclog"
 )
 
 // The metadata file holds what is not an entry: hard state, the snapshot
@@ -215,6 +216,7 @@ func openMeta(path string, noEntries bool) (ms *metaStore, fresh bool, err error
 		return nil, false, fmt.Errorf("wal: sync metadata: %w", err)
 	}
 	synced("meta")
+	synclog.FileInPlace(f)
 	ms.synced, ms.cur = best, slots[best]
 	return ms, false, nil
 }
@@ -239,6 +241,7 @@ func (ms *metaStore) write(m meta, sync bool) error {
 			return fmt.Errorf("wal: sync metadata: %w", err)
 		}
 		synced("meta")
+		synclog.FileInPlace(ms.f)
 		ms.synced = slot
 	}
 	ms.cur = m

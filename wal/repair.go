@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/stepraft/stepraft/core"
+	"github.com/stepraft/stepraft/internal/synclog"
 )
 
 // segments lists the segment files of an entry directory (20-digit names,
@@ -199,5 +200,6 @@ func cutFile(path string, size int) error {
 		return fmt.Errorf("wal: sync %s: %w", path, err)
 	}
 	synced("entries")
+	synclog.File(f)
 	return syncDir(filepath.Dir(path))
 }
