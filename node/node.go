@@ -166,6 +166,15 @@ func newNode(cfg Config) (*Node, bootState, error) {
 		return nil, bootState{}, err
 	}
 	boot, err := n.recover()
+	if err == nil {
+		// A commit index stored past the last entry (its entries were not
+		// synced, it was: SyncInterval, SyncNever) is lowered by core to
+		// the last entry; replay can go no further.
+		var last Index
+		if last, err = n.store.LastIndex(); err == nil {
+			boot.commit = min(boot.commit, max(last, boot.applied))
+		}
+	}
 	if err != nil {
 		n.closeStores()
 		return nil, bootState{}, err

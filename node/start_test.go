@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepraft/stepraft/core"
 	"github.com/stepraft/stepraft/node"
 	"github.com/stepraft/stepraft/node/nodetest"
 	"github.com/stepraft/stepraft/snapshotter"
+	"github.com/stepraft/stepraft/wal"
 )
 
 func freeAddr(t *testing.T) string {
@@ -277,4 +279,61 @@ func TestRestartPastDamagedBootstrapSnapshot(t *testing.T) {
 	checkKeys(t, kv, 20)
 	put(t, n2, "after", "restart")
 	waitSnapshotWhole(t, snaps[0])
+}
+
+// commitPastLog is a log store whose stored commit index lies past its
+// last entry, as after a power cut under SyncInterval or SyncNever: the
+// metadata reached the disk, the entries did not.
+type commitPastLog struct{ node.LogStore }
+
+func (s commitPastLog) InitialState() (core.HardState, core.ConfState, error) {
+	hs, cs, err := s.LogStore.InitialState()
+	hs.Commit += 100
+	return hs, cs, err
+}
+
+// TestRestartWithCommitPastTheLog: Start replays to the last entry and
+// serves; it does not wait for entries that are gone.
+func TestRestartWithCommitPastTheLog(t *testing.T) {
+	dir := t.TempDir()
+	cfg := single(t, dir)
+	n := startLeading(t, cfg)
+	for i := range 10 {
+		put(t, n, fmt.Sprint("k", i), "v")
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := wal.Open(filepath.Join(dir, "wal"), wal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.LogStore = commitPastLog{l}
+	kv := nodetest.NewKV()
+	cfg.StateMachine, cfg.Listen = kv, freeAddr(t)
+	started := make(chan error, 1)
+	go func() {
+		var err error
+		n, err = node.Start(cfg)
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("restart: %v", err)
+		}
+		t.Cleanup(func() { n.Stop() })
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start waits for entries past the last one")
+	}
+	if kv.Len() != 10 {
+		t.Fatalf("replayed %d keys, want 10", kv.Len())
+	}
+	if err := n.Campaign(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	put(t, n, "after", "1")
+	if v, ok := kv.Get("after"); !ok || v != "1" {
+		t.Fatalf("after the restart: %q %v", v, ok)
+	}
 }
