@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,11 +23,30 @@ type procs struct {
 	bin     string
 	dir     string
 	cluster string
-	peers   map[node.NodeID]string
+	peers   map[node.NodeID]string // raft addresses as the others dial them (-cluster)
+	listen  map[node.NodeID]string // raft addresses bound (-listen), when not the advertised ones
 	https   map[node.NodeID]string
+	net     *netProxy // between the members, with procsOptions.proxy
 	cmds    map[node.NodeID]*exec.Cmd
 	exited  map[node.NodeID]chan struct{} // closed when the process has exited (and been waited for)
 }
+
+// procsOptions vary the members startProcsWith runs.
+type procsOptions struct {
+	// proxy routes all raft traffic between members through a netProxy:
+	// each member binds one address and advertises its proxy's.
+	proxy bool
+}
+
+// Every member process ticks every tickFlag and holds elections after
+// electionTicksFlag ticks: a 300 ms election timeout (randomized up to
+// 600 ms), above the fsync stalls of slow disks.
+const (
+	tickFlag          = "20ms"
+	electionTicksFlag = "15"
+	// maxElectionTimeout is the longest randomized election timeout.
+	maxElectionTimeout = 600 * time.Millisecond
+)
 
 func buildKVStore(t *testing.T) string {
 	t.Helper()
@@ -39,12 +60,16 @@ func buildKVStore(t *testing.T) string {
 
 func (p *procs) start(id node.NodeID) {
 	p.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(p.dir, fmt.Sprintf("%d.log", id)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := os.OpenFile(p.logPath(id), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	cmd := exec.Command(p.bin, "serve", "-id", fmt.Sprint(id), "-cluster", p.cluster, "-http", p.https[id],
-		"-data", filepath.Join(p.dir, fmt.Sprint(id)), "-tick", "20ms")
+	args := []string{"serve", "-id", fmt.Sprint(id), "-cluster", p.cluster, "-http", p.https[id],
+		"-data", filepath.Join(p.dir, fmt.Sprint(id)), "-tick", tickFlag, "-election-ticks", electionTicksFlag}
+	if a := p.listen[id]; a != "" {
+		args = append(args, "-listen", a)
+	}
+	cmd := exec.Command(p.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		p.t.Fatal(err)
@@ -70,6 +95,30 @@ func (p *procs) kill(id node.NodeID) {
 	}
 }
 
+// pause stops a member with SIGSTOP; resume continues it.
+func (p *procs) pause(id node.NodeID) {
+	if cmd := p.cmds[id]; cmd != nil {
+		cmd.Process.Signal(syscall.SIGSTOP)
+	}
+}
+
+func (p *procs) resume(id node.NodeID) {
+	if cmd := p.cmds[id]; cmd != nil {
+		cmd.Process.Signal(syscall.SIGCONT)
+	}
+}
+
+// logPath is the file that holds a member's stdout and stderr, across
+// restarts.
+func (p *procs) logPath(id node.NodeID) string {
+	return filepath.Join(p.dir, fmt.Sprintf("%d.log", id))
+}
+
+// ids are the members, in order.
+func (p *procs) ids() []node.NodeID {
+	return slices.Sorted(maps.Keys(p.peers))
+}
+
 func (p *procs) live() map[node.NodeID]string {
 	m := map[node.NodeID]string{}
 	for id := range p.cmds {
@@ -81,13 +130,25 @@ func (p *procs) live() map[node.NodeID]string {
 // startProcs builds kvstore and starts n members as processes on free
 // loopback ports; they are killed when the test ends, and their logs
 // printed if it failed.
-func startProcs(t *testing.T, n int) *procs {
-	p := &procs{t: t, bin: buildKVStore(t), dir: t.TempDir(), peers: map[node.NodeID]string{},
+func startProcs(t *testing.T, n int) *procs { return startProcsWith(t, n, procsOptions{}) }
+
+// startProcsWith is startProcs with options.
+func startProcsWith(t *testing.T, n int, opts procsOptions) *procs {
+	p := &procs{t: t, bin: buildKVStore(t), dir: t.TempDir(), peers: map[node.NodeID]string{}, listen: map[node.NodeID]string{},
 		https: map[node.NodeID]string{}, cmds: map[node.NodeID]*exec.Cmd{}}
-	var parts []string
 	for id := node.NodeID(1); id <= node.NodeID(n); id++ {
 		p.peers[id], _ = freePort()
 		p.https[id], _ = freePort()
+	}
+	if opts.proxy {
+		p.listen = maps.Clone(p.peers)
+		p.net = newNetProxy(t, p.listen)
+		for id := range p.peers {
+			p.peers[id] = p.net.addr(id)
+		}
+	}
+	var parts []string
+	for _, id := range p.ids() {
 		parts = append(parts, fmt.Sprintf("%d=%s", id, p.peers[id]))
 	}
 	p.cluster = strings.Join(parts, ",")
@@ -99,8 +160,8 @@ func startProcs(t *testing.T, n int) *procs {
 			p.kill(id)
 		}
 		if t.Failed() {
-			for id := range p.peers {
-				b, _ := os.ReadFile(filepath.Join(p.dir, fmt.Sprintf("%d.log", id)))
+			for _, id := range p.ids() {
+				b, _ := os.ReadFile(p.logPath(id))
 				t.Logf("member %d log:\n%s", id, b)
 			}
 		}
