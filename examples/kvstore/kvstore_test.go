@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,24 +76,47 @@ type cluster struct {
 }
 
 func newCluster(t *testing.T, n int, mod func(*memberConfig)) *cluster {
-	c := &cluster{t: t, peers: map[node.NodeID]string{}, https: map[node.NodeID]string{}, dir: t.TempDir(),
-		members: map[node.NodeID]*member{}, mod: mod}
-	for id := node.NodeID(1); id <= node.NodeID(n); id++ {
-		c.peers[id], _ = freePort()
-		c.https[id], _ = freePort()
-	}
-	for id := range c.peers {
-		c.start(id)
-	}
+	c := &cluster{t: t, mod: mod}
 	t.Cleanup(func() {
 		for _, m := range c.members {
 			m.stop()
 		}
 	})
-	return c
+	// A port freePort found free may be taken by another test's process
+	// before the member binds it: start again on other ports.
+	for attempt := 1; ; attempt++ {
+		c.peers, c.https, c.dir = map[node.NodeID]string{}, map[node.NodeID]string{}, t.TempDir()
+		c.members = map[node.NodeID]*member{}
+		for id := node.NodeID(1); id <= node.NodeID(n); id++ {
+			c.peers[id], _ = freePort()
+			c.https[id], _ = freePort()
+		}
+		var err error
+		for id := range c.peers {
+			if err = c.tryStart(id); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			return c
+		}
+		for _, m := range c.members {
+			m.stop()
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 5 {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; again on other ports", attempt, err)
+	}
 }
 
 func (c *cluster) start(id node.NodeID) {
+	if err := c.tryStart(id); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) tryStart(id node.NodeID) error {
 	mc := memberConfig{Config: node.Config{ID: id, Peers: c.peers, DataDir: filepath.Join(c.dir, fmt.Sprint(id)),
 		TickInterval: 20 * time.Millisecond}, HTTP: c.https[id], Timeout: 3 * time.Second}
 	if c.mod != nil {
@@ -99,9 +124,10 @@ func (c *cluster) start(id node.NodeID) {
 	}
 	m, err := startMember(mc)
 	if err != nil {
-		c.t.Fatal(err)
+		return err
 	}
 	c.members[id] = m
+	return nil
 }
 
 func (c *cluster) stop(id node.NodeID) {
