@@ -6,11 +6,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/stepraft/stepraft/core"
@@ -42,7 +45,18 @@ type TCP struct {
 	peers   map[core.NodeID]*peer
 	removed map[core.NodeID]bool
 	inbound map[net.Conn]core.NodeID // open inbound connections and their peer (0 before the handshake)
-	rng     *rand.Rand               // backoff jitter
+	// awaiting holds the inbound connections that have not finished their
+	// handshake, and awaitQ them oldest first (with some that finished
+	// since); past maxAwaitingHandshake the oldest is closed.
+	awaiting map[net.Conn]bool
+	awaitQ   []net.Conn
+	// streams is each peer's inbound message connection: a newer one
+	// replaces it, so a peer holds at most one.
+	streams map[core.NodeID]net.Conn
+	// replaced holds the message connections closed because a newer one
+	// replaced them, until their reader ends.
+	replaced map[net.Conn]bool
+	rng      *rand.Rand // backoff jitter
 }
 
 // NewTCP checks cfg and listens on cfg.Listen. Nothing is accepted or sent
@@ -58,14 +72,17 @@ func NewTCP(cfg Config) (*TCP, error) {
 		return nil, fmt.Errorf("transport: listen: %w", err)
 	}
 	t := &TCP{
-		cfg:     cfg,
-		log:     cfg.Logger.With("node_id", uint64(cfg.ID)),
-		ln:      ln,
-		snaps:   make(chan struct{}, cfg.MaxSnapshotStreams),
-		peers:   make(map[core.NodeID]*peer),
-		removed: make(map[core.NodeID]bool),
-		inbound: make(map[net.Conn]core.NodeID),
-		rng:     rand.New(rand.NewPCG(cfg.Seed, 0x7472616e73706f72)),
+		cfg:      cfg,
+		log:      cfg.Logger.With("node_id", uint64(cfg.ID)),
+		ln:       ln,
+		snaps:    make(chan struct{}, cfg.MaxSnapshotStreams),
+		peers:    make(map[core.NodeID]*peer),
+		removed:  make(map[core.NodeID]bool),
+		inbound:  make(map[net.Conn]core.NodeID),
+		streams:  make(map[core.NodeID]net.Conn),
+		awaiting: make(map[net.Conn]bool),
+		replaced: make(map[net.Conn]bool),
+		rng:      rand.New(rand.NewPCG(cfg.Seed, 0x7472616e73706f72)),
 	}
 	if cfg.TLS != nil {
 		t.serverTLS = t.serverConfig()
@@ -290,7 +307,7 @@ func (t *TCP) acceptLoop() {
 			continue
 		}
 		delay = 0
-		if !t.track(conn, 0) {
+		if !t.trackNew(conn) {
 			conn.Close()
 			return
 		}
@@ -303,27 +320,88 @@ func (t *TCP) acceptLoop() {
 	}
 }
 
-// track records an inbound connection (or its peer, once known); it
-// reports false when the transport is closed or the peer removed.
-func (t *TCP) track(c net.Conn, from core.NodeID) bool {
+// maxAwaitingHandshake bounds the inbound connections that have not
+// finished their handshake (each has DialTimeout to do it): a flood of
+// connections costs at most this many goroutines and small buffers. Past
+// it the oldest is closed, so a flood must outpace a real peer's
+// handshake (one round trip) to keep it out.
+const maxAwaitingHandshake = 256
+
+// handshakeBufferBytes is the buffered reader of a connection until its
+// handshake is done (a hello is at most maxHandshakeFrame bytes).
+const handshakeBufferBytes = 2 << 10
+
+// trackNew records a connection just accepted, closing the oldest one
+// awaiting its handshake if too many do. It reports false when the
+// transport is closed.
+func (t *TCP) trackNew(c net.Conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed || (from != 0 && t.removed[from]) {
+	if t.closed {
 		return false
 	}
-	t.inbound[c] = from
+	for len(t.awaiting) >= maxAwaitingHandshake {
+		old := t.awaitQ[0]
+		t.awaitQ = t.awaitQ[1:]
+		if t.awaiting[old] {
+			delete(t.awaiting, old)
+			old.Close() // its serve logs the refusal
+		}
+	}
+	if len(t.awaitQ) >= 4*maxAwaitingHandshake {
+		t.awaitQ = slices.DeleteFunc(t.awaitQ, func(x net.Conn) bool { return !t.awaiting[x] })
+	}
+	t.inbound[c] = 0
+	t.awaiting[c] = true
+	t.awaitQ = append(t.awaitQ, c)
 	return true
+}
+
+// track records the peer of an inbound connection whose handshake
+// succeeded; it reports false when the transport is closed, the peer
+// removed, or the connection closed as the oldest awaiting. A peer's
+// newer message connection closes its older one.
+func (t *TCP) track(c net.Conn, from core.NodeID, kind connKind) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.removed[from] || !t.awaiting[c] {
+		return false
+	}
+	delete(t.awaiting, c)
+	t.inbound[c] = from
+	if kind == kindMessages {
+		if old := t.streams[from]; old != nil {
+			t.replaced[old] = true // its reader logs it
+			old.Close()
+		}
+		t.streams[from] = c
+	}
+	return true
+}
+
+func (t *TCP) wasReplaced(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.replaced[c]
 }
 
 func (t *TCP) untrack(c net.Conn) {
 	c.Close()
 	t.mu.Lock()
-	delete(t.inbound, c)
+	if from, ok := t.inbound[c]; ok {
+		delete(t.awaiting, c)
+		if from != 0 && t.streams[from] == c {
+			delete(t.streams, from)
+		}
+		delete(t.replaced, c)
+		delete(t.inbound, c)
+	}
 	t.mu.Unlock()
 }
 
 // serve runs the listener's side of one inbound connection.
 func (t *TCP) serve(conn net.Conn) {
+	raw := conn // what the transport tracks, under TLS too
 	log := t.log.With("remote", conn.RemoteAddr().String())
 	conn.SetDeadline(time.Now().Add(t.cfg.DialTimeout))
 	var certID core.NodeID
@@ -340,8 +418,8 @@ func (t *TCP) serve(conn net.Conn) {
 		}
 		certID, conn = id, tc
 	}
-	br := bufio.NewReaderSize(conn, readBufferBytes)
-	body, err := readHandshake(br)
+	hr := bufio.NewReaderSize(conn, handshakeBufferBytes)
+	body, err := readHandshake(hr)
 	if err != nil {
 		log.Warn("handshake refused", "err", err)
 		return
@@ -365,16 +443,18 @@ func (t *TCP) serve(conn net.Conn) {
 		log.Warn("peer refused", "peer", uint64(h.From), "cluster", h.Cluster, "versions", fmt.Sprintf("%d..%d", h.MinVersion, h.MaxVersion), "reason", st.String())
 		return
 	}
-	if !t.track(conn, h.From) {
+	if !t.track(raw, h.From, h.Kind) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
+	// The larger buffer only now; reads bigger than it pass hr's through.
+	br := bufio.NewReaderSize(hr, readBufferBytes)
 	log = log.With("peer", uint64(h.From))
 	if h.Kind == kindSnapshot {
 		t.receiveSnapshot(conn, br, h.From, version, log)
 		return
 	}
-	t.readMessages(br, h.From, version, log)
+	t.readMessages(raw, br, h.From, version, log)
 }
 
 // admit decides on a hello. release gives back what admission took (a
@@ -420,14 +500,22 @@ func (t *TCP) admit(h *hello, certID core.NodeID) (st status, version uint8, rel
 
 // readMessages delivers the messages of an inbound connection until it
 // fails or closes.
-func (t *TCP) readMessages(br *bufio.Reader, from core.NodeID, version uint8, log *slog.Logger) {
+func (t *TCP) readMessages(conn net.Conn, br *bufio.Reader, from core.NodeID, version uint8, log *slog.Logger) {
 	h := t.handler()
 	var buf []byte
 	for {
 		v, body, err := ReadFrame(br, buf, t.cfg.MaxFrameBytes)
 		if err != nil {
-			if t.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+			switch {
+			case t.ctx.Err() != nil:
+			case errors.Is(err, net.ErrClosed):
+				if t.wasReplaced(conn) {
+					log.Info("closing connection: a newer one from the same peer replaces it")
+				}
+			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
 				log.Info("connection from peer ended", "err", err)
+			default:
+				log.Warn("closing connection: bad frame", "err", err)
 			}
 			return
 		}

@@ -603,3 +603,65 @@ func TestTCPLearnsClusterIDFromFirstPeer(t *testing.T) {
 		t.Fatalf("cluster 0 dialing a member: %v", r.Status)
 	}
 }
+
+// TestHandshakeFloodIsBounded opens three times maxAwaitingHandshake
+// connections that never say hello: at most maxAwaitingHandshake are
+// kept (the oldest are closed), and a real peer still gets through.
+func TestHandshakeFloodIsBounded(t *testing.T) {
+	b := newNode(t, 2, func(c *Config) { c.DialTimeout = time.Minute })
+	b.tr.AddPeer(3, "127.0.0.1:1")
+	var conns []net.Conn
+	for range 3 * maxAwaitingHandshake {
+		c, err := net.Dial("tcp", b.tr.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	// The first ones are closed as the later ones arrive.
+	conns[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conns[0].Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("the oldest idle connection: %v, want it closed", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.tr.mu.Lock()
+		n := len(b.tr.awaiting)
+		b.tr.mu.Unlock()
+		if n <= maxAwaitingHandshake && n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections await their handshake, limit %d", n, maxAwaitingHandshake)
+		}
+		time.Sleep(5 * time.Millisecond) // polling
+	}
+	goodPeer(t, b, 3)
+}
+
+// TestPeerHoldsOneMessageConnection: a peer's second message connection
+// closes its first.
+func TestPeerHoldsOneMessageConnection(t *testing.T) {
+	b := newNode(t, 2, nil)
+	b.tr.AddPeer(1, "127.0.0.1:1")
+	h := hello{Cluster: testCluster, From: 1, To: 2, MinVersion: 1, MaxVersion: 1, Kind: kindMessages}
+	first, r := rawDial(t, b, h)
+	if r.Status != statusOK {
+		t.Fatalf("handshake: %v", r.Status)
+	}
+	second, r := rawDial(t, b, h)
+	if r.Status != statusOK {
+		t.Fatalf("second handshake: %v", r.Status)
+	}
+	first.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := first.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("first connection: %v, want it closed", err)
+	}
+	second.Write(mustFrame(t, 1, 2, 1))
+	b.rec.waitFor(t, "a message on the second connection", func() bool { return len(b.rec.msgs) == 1 })
+}
