@@ -24,7 +24,7 @@ import (
 var (
 	linDuration = flag.Duration("lin.duration", 4*time.Second, "how long TestLinearizableUnderKills injects faults, at least (each kind runs once first)")
 	linSeed     = flag.Uint64("lin.seed", 1, "seed of TestLinearizableUnderKills's faults and operations")
-	linDamage   = flag.Bool("lin.damage", false, "also damage a killed member's files before restarting it: a torn tail in its log, a flipped bit in its newest snapshot")
+	linDamage   = flag.Bool("lin.damage", true, "also damage a killed member's files before restarting it: a torn tail in its log, a flipped bit in its newest snapshot")
 	linMembers  = flag.Int("lin.members", 0, "members in TestLinearizableUnderKills's cluster: 3 or 5; 0 runs both")
 )
 
