@@ -431,6 +431,11 @@ func (t *TCP) serve(conn net.Conn) {
 	}
 	st, version, release := t.admit(&h, certID)
 	defer release()
+	// Tracked before the reply: a peer's connections replace each other
+	// in the order their handshakes finish.
+	if st == statusOK && !t.track(raw, h.From, h.Kind) {
+		return // closed, or the peer removed meanwhile
+	}
 	r := reply{Status: st, Version: version, From: t.cfg.ID}
 	if st != statusOK {
 		r.Reason = st.String()
@@ -441,9 +446,6 @@ func (t *TCP) serve(conn net.Conn) {
 	}
 	if st != statusOK {
 		log.Warn("peer refused", "peer", uint64(h.From), "cluster", h.Cluster, "versions", fmt.Sprintf("%d..%d", h.MinVersion, h.MaxVersion), "reason", st.String())
-		return
-	}
-	if !t.track(raw, h.From, h.Kind) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
