@@ -35,7 +35,7 @@ import (
 // One seed fixes the whole run: TestSimulationReplays checks that.
 
 var (
-	simSeeds    = flag.Int("sim.seeds", 24, "TestSimulation: how many seeds to run, from -sim.first")
+	simSeeds    = flag.Int("sim.seeds", 100, "TestSimulation: how many seeds to run, from -sim.first")
 	simFirst    = flag.Uint64("sim.first", 1, "TestSimulation: the first seed")
 	simSeed     = flag.Uint64("sim.seed", 0, "TestSimulation: run only this seed (replays a failure)")
 	simDuration = flag.Duration("sim.duration", 15*time.Second, "TestSimulation: simulated time of the fault phase")
