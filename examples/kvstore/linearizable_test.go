@@ -495,7 +495,7 @@ func (f *faulter) killAndRestart(victim node.NodeID) string {
 		what += ", " + d
 	}
 	p.start(victim)
-	if harm && exitsSoon(p.exited[victim]) {
+	if harm && refusesToStart(p, victim) {
 		// Refusing to start on damage it cannot repair is allowed;
 		// serving wrong data is not (the history would show it).
 		f.t.Logf("member %d refused to start after damage: %s", victim, lastLine(p.logPath(victim)))
@@ -612,12 +612,24 @@ func damage(t *testing.T, dataDir string, rng *rand.Rand) string {
 	return fmt.Sprintf("bit flipped at byte %d of %s", i, filepath.Base(name))
 }
 
-// exitsSoon reports whether a just-started member exits within 3 s.
-func exitsSoon(exited <-chan struct{}) bool {
-	select {
-	case <-exited:
-		return true
-	case <-time.After(3 * time.Second):
-		return false
+// refusesToStart waits until a just-started member either exits (it
+// refused to start) or answers on its HTTP port (it started: refusal
+// happens before that), however long a loaded machine takes.
+func refusesToStart(p *procs, id node.NodeID) bool {
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited[id]:
+			return true
+		default:
+		}
+		if resp, err := hc.Get("http://" + p.https[id] + "/status"); err == nil {
+			resp.Body.Close()
+			return false
+		}
+		time.Sleep(20 * time.Millisecond) // polling
 	}
+	p.t.Fatalf("member %d neither exited nor served within 60 s of its start", id)
+	return false
 }
