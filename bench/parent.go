@@ -177,6 +177,12 @@ var errLeaderMoved = errors.New("leadership moved during the run")
 // (once).
 func measure(cfg config, o options, dir string, stderr io.Writer) (result, error) {
 	r, err := measureOnce(cfg, o, dir, stderr)
+	// A port found free may be taken by another process before a child
+	// binds it: again on other ports.
+	for k := 1; k <= 3 && err != nil && strings.Contains(err.Error(), "address already in use"); k++ {
+		fmt.Fprintf(stderr, "bench: %v; again on other ports\n", err)
+		r, err = measureOnce(cfg, o, fmt.Sprintf("%s-ports%d", dir, k), stderr)
+	}
 	if errors.Is(err, errLeaderMoved) {
 		fmt.Fprintf(stderr, "bench: %v; running the configuration again\n", err)
 		r, err = measureOnce(cfg, o, dir+"-rerun", stderr)
