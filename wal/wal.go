@@ -95,10 +95,6 @@ const (
 	// termCacheSize is how many of the latest entries' terms are kept in
 	// memory, so that term lookups near the tail never read the disk.
 	termCacheSize = 1 << 16
-	// entryCacheBytes bounds the data of the latest entries written that
-	// are kept in memory for Entries: core reads back what it just wrote,
-	// to send it to followers and to apply it.
-	entryCacheBytes = 4 << 20
 )
 
 // testHookSynced, when set (by tests), is called after every fsync the log
@@ -148,14 +144,9 @@ type Log struct {
 	// terms[i] is the term of entry termsFrom+i, for the newest entries.
 	terms     []core.Term
 	termsFrom core.Index
-	// cache[i] is entry cacheFrom+i, for the newest entries written; their
-	// data adds up to at most entryCacheBytes (or is one entry's).
-	cache      []core.Entry
-	cacheFrom  core.Index
-	cacheBytes int
-	batch      twal.Batch
-	rec        []byte // encoding buffer of one record, reused
-	dirty      bool   // entries written and not yet fsynced
+	batch     twal.Batch
+	rec       []byte // encoding buffer of one record, reused
+	dirty     bool   // entries written and not yet fsynced
 	// tailBytes follows the size of tidwall/wal's tail segment, to know
 	// when a write starts a new segment file (whose name then needs a
 	// directory fsync); dirDirty says one is due.
@@ -388,9 +379,6 @@ func (l *Log) Entries(lo, hi core.Index, maxBytes uint64) ([]core.Entry, error) 
 	if hi > l.last+1 {
 		return nil, fmt.Errorf("wal: entries [%d, %d) past the last index %d: %w", lo, hi, l.last, core.ErrUnavailable)
 	}
-	if ents, ok := l.cached(lo, hi, maxBytes); ok {
-		return ents, nil
-	}
 	var out []core.Entry
 	var size uint64
 	for i := lo; i < hi; i++ {
@@ -486,63 +474,6 @@ func (l *Log) termOf(i core.Index) (core.Term, error) {
 	return e.Term, nil
 }
 
-// cacheEntry keeps e, just written, for Entries. Entries are never
-// modified once handed to Save, so their data is kept as it is.
-func (l *Log) cacheEntry(e core.Entry) {
-	if e.Index != l.cacheFrom+core.Index(len(l.cache)) {
-		l.dropCache(e.Index)
-	}
-	l.cache = append(l.cache, e)
-	l.cacheBytes += len(e.Data)
-	for l.cacheBytes > entryCacheBytes && len(l.cache) > 1 {
-		l.cacheBytes -= len(l.cache[0].Data)
-		l.cache[0] = core.Entry{} // let its data go
-		l.cache = l.cache[1:]
-		l.cacheFrom++
-	}
-}
-
-// dropCache empties the entry cache; the next entry cached is from.
-func (l *Log) dropCache(from core.Index) {
-	clear(l.cache)
-	l.cache, l.cacheFrom, l.cacheBytes = l.cache[:0], from, 0
-}
-
-// uncacheAfter drops the cached entries after i.
-func (l *Log) uncacheAfter(i core.Index) {
-	if i < l.cacheFrom {
-		l.dropCache(i + 1)
-		return
-	}
-	if n := int(i + 1 - l.cacheFrom); n < len(l.cache) {
-		for _, e := range l.cache[n:] {
-			l.cacheBytes -= len(e.Data)
-		}
-		clear(l.cache[n:])
-		l.cache = l.cache[:n]
-	}
-}
-
-// cached returns entries [lo, hi) from the cache, up to maxBytes of data
-// (at least one), or false if the cache does not hold them all.
-func (l *Log) cached(lo, hi core.Index, maxBytes uint64) ([]core.Entry, bool) {
-	if lo < l.cacheFrom || hi > l.cacheFrom+core.Index(len(l.cache)) || lo >= hi {
-		return nil, false
-	}
-	src := l.cache[lo-l.cacheFrom : hi-l.cacheFrom]
-	n := 0
-	var size uint64
-	for n < len(src) {
-		size += uint64(len(src[n].Data))
-		if n > 0 && size > maxBytes {
-			break
-		}
-		n++
-	}
-	// A copy: the cache's array changes as entries come and go.
-	return append([]core.Entry(nil), src[:n]...), true
-}
-
 func (l *Log) pushTerm(i core.Index, t core.Term) {
 	if i != l.termsFrom+core.Index(len(l.terms)) {
 		l.terms, l.termsFrom = l.terms[:0], i
@@ -586,10 +517,7 @@ func (l *Log) readLocked(i core.Index) (e core.Entry, err error) {
 // conflicting suffix), the hard state. Under SyncEachBatch everything is
 // durable when it returns; under the other policies the entries may not
 // be, but a change of term or vote, and a snapshot, always are. A failed
-// write leaves the log refusing writes until it is reopened. The latest
-// entries written (up to 4 MiB of data) are kept in memory and served by
-// Entries without reading the disk: the caller must not modify an
-// entry's Data after Save (core never does).
+// write leaves the log refusing writes until it is reopened.
 func (l *Log) Save(rd core.Ready) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -756,7 +684,6 @@ func (l *Log) append(ents []core.Entry) error {
 	}
 	for i := range ents {
 		l.pushTerm(ents[i].Index, ents[i].Term)
-		l.cacheEntry(ents[i])
 	}
 	l.last = ents[len(ents)-1].Index
 	l.dirty = true
@@ -828,7 +755,6 @@ func (l *Log) truncateBack(i core.Index) error {
 	} else if n := i + 1 - l.termsFrom; n < core.Index(len(l.terms)) {
 		l.terms = l.terms[:n]
 	}
-	l.uncacheAfter(i)
 	return nil
 }
 
@@ -901,7 +827,6 @@ func (l *Log) resetTo(i core.Index) error {
 	l.tl = tl
 	l.first, l.last = i, i-1
 	l.terms, l.termsFrom = l.terms[:0], i
-	l.dropCache(i)
 	l.dirty, l.dirDirty, l.tailBytes = false, false, 0
 	return nil
 }
