@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stepraft/stepraft/node"
+	"github.com/stepraft/stepraft/wal"
 )
 
 // The parent runs each configuration in fresh child processes of this
@@ -102,7 +103,7 @@ func childMain(stdin io.Reader, stdout, stderr io.Writer) int {
 		switch {
 		case r.Op == "start" && r.Start != nil && c == nil:
 			a := r.Start
-			policy, err := syncPolicy(a.Sync)
+			policy, err := wal.ParseSyncPolicy(a.Sync)
 			if err != nil {
 				return fail(err)
 			}

@@ -81,8 +81,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-size: %w", err)
 	}
 	for _, s := range strings.Split(*syncs, ",") {
-		if _, err := syncPolicy(s); err != nil {
-			return o, err
+		if _, err := wal.ParseSyncPolicy(s); err != nil {
+			return o, fmt.Errorf("-sync: %w", err)
 		}
 		o.syncs = append(o.syncs, s)
 	}
@@ -102,18 +102,6 @@ func intList(s string) ([]int, error) {
 		out = append(out, v)
 	}
 	return out, nil
-}
-
-func syncPolicy(s string) (wal.SyncPolicy, error) {
-	switch s {
-	case "each":
-		return wal.SyncEachBatch, nil
-	case "interval":
-		return wal.SyncInterval, nil
-	case "never":
-		return wal.SyncNever, nil
-	}
-	return 0, fmt.Errorf("-sync %q: want each, interval or never", s)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

@@ -74,7 +74,6 @@ func newApplier(n *Node, boot bootState) *applier {
 		written:  make(chan snapDone, 1),
 		snapReq:  make(chan chan error),
 	}
-	a.record = func(rr recordRequest) { n.recordC <- rr }
 	if boot.rewriteSnapshot {
 		a.lastSnap = 0 // so that the first maybeSnapshot writes one
 	}

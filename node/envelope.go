@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -67,7 +68,7 @@ func parseEnvelope(data []byte) (origin NodeID, req uint64, cmd []byte, err erro
 // length-prefixed address of each, sorted by ID.
 func appendMembers(dst []byte, ms []Member) []byte {
 	ms = slices.Clone(ms)
-	slices.SortFunc(ms, func(a, b Member) int { return cmpID(a.ID, b.ID) })
+	slices.SortFunc(ms, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	dst = append(dst, membersVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(ms)))
 	for _, m := range ms {
@@ -76,16 +77,6 @@ func appendMembers(dst []byte, ms []Member) []byte {
 		dst = append(dst, m.Addr...)
 	}
 	return dst
-}
-
-func cmpID(a, b NodeID) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // parseMembers decodes a member list and returns the bytes after it.

@@ -50,7 +50,10 @@ func (n *Node) startLoop(boot bootState) error {
 	if err != nil {
 		return err
 	}
+	// The production wiring of the step functions (the simulator has its
+	// own): channels and goroutines.
 	l.handoff = n.handoff
+	n.apply.record = func(rr recordRequest) { n.recordC <- rr }
 	n.apply.spawn = func(f func()) {
 		n.wg.Add(1)
 		go func() {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -325,7 +326,7 @@ func memberList(m map[NodeID]string) []Member {
 	for id, a := range m {
 		out = append(out, Member{ID: id, Addr: a})
 	}
-	slices.SortFunc(out, func(a, b Member) int { return cmpID(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/stepraft/stepraft/core"
+	"github.com/stepraft/stepraft/internal/lincheck"
 	"github.com/stepraft/stepraft/transport"
 )
 
@@ -55,7 +56,7 @@ func TestSimulation(t *testing.T) {
 		total.add(s.stats)
 		if s.err != nil {
 			t.Errorf("seed %d: %v\nreplay: go test ./node -run 'TestSimulation$' -sim.seed %d -sim.duration %v -sim.trace -v\nlast events:\n%s",
-				seed, s.err, seed, *simDuration, strings.Join(s.tail(), "\n"))
+				seed, s.err, seed, *simDuration, strings.Join(s.trace, "\n"))
 		}
 	}
 	t.Logf("%d seeds of %v: %s", count, *simDuration, total)
@@ -238,8 +239,6 @@ func (s *sim) tracef(format string, args ...any) {
 	}
 	s.trace = append(s.trace, line)
 }
-
-func (s *sim) tail() []string { return s.trace }
 
 func (s *sim) failf(format string, args ...any) {
 	if s.err == nil {
@@ -985,23 +984,8 @@ func (s *sim) finishClients() {
 }
 
 var simModel = porcupine.Model{
-	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[string][]porcupine.Operation{}
-		var keys []string
-		for _, op := range h {
-			k := op.Input.(simInput).key
-			if _, ok := byKey[k]; !ok {
-				keys = append(keys, k)
-			}
-			byKey[k] = append(byKey[k], op)
-		}
-		var out [][]porcupine.Operation
-		for _, k := range keys {
-			out = append(out, byKey[k])
-		}
-		return out
-	},
-	Init: func() any { return simOutput{} },
+	Partition: lincheck.ByKey(func(in any) string { return in.(simInput).key }),
+	Init:      func() any { return simOutput{} },
 	Step: func(state, input, output any) (bool, any) {
 		in, out, st := input.(simInput), output.(simOutput), state.(simOutput)
 		switch in.op {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -260,21 +261,11 @@ func (k *simSink) Commit() error {
 	k.info.Size = int64(k.buf.Len())
 	s.snaps = slices.DeleteFunc(s.snaps, func(x *simSnap) bool { return x.info.Meta.Index == k.info.Meta.Index })
 	s.snaps = append(s.snaps, &simSnap{info: k.info, body: k.buf.Bytes()})
-	slices.SortFunc(s.snaps, func(a, b *simSnap) int { return cmpIndex(a.info.Meta.Index, b.info.Meta.Index) })
+	slices.SortFunc(s.snaps, func(a, b *simSnap) int { return cmp.Compare(a.info.Meta.Index, b.info.Meta.Index) })
 	if len(s.snaps) > s.keep {
 		s.snaps = slices.Clone(s.snaps[len(s.snaps)-s.keep:])
 	}
 	return nil
-}
-
-func cmpIndex(a, b core.Index) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (s *simSnaps) crash() { s.epoch++ }

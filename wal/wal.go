@@ -65,6 +65,20 @@ func (p SyncPolicy) String() string {
 	return fmt.Sprintf("SyncPolicy(%d)", int(p))
 }
 
+// ParseSyncPolicy reads a policy as command-line flags name it: "each"
+// (or "each-batch"), "interval" or "never".
+func ParseSyncPolicy(s string) (SyncPolicy, error) {
+	switch s {
+	case "each", "each-batch":
+		return SyncEachBatch, nil
+	case "interval":
+		return SyncInterval, nil
+	case "never":
+		return SyncNever, nil
+	}
+	return 0, fmt.Errorf("wal: sync policy %q: want each, interval or never", s)
+}
+
 // Options configure Open. The zero value is valid.
 type Options struct {
 	// Sync is the fsync policy for entries; default SyncEachBatch.

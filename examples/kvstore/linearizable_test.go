@@ -18,6 +18,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/stepraft/stepraft/internal/lincheck"
 	"github.com/stepraft/stepraft/node"
 )
 
@@ -43,23 +44,8 @@ type kvOutput struct {
 
 // kvModel is a register per key: porcupine checks each key apart.
 var kvModel = porcupine.Model{
-	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[string][]porcupine.Operation{}
-		var keys []string
-		for _, op := range h {
-			k := op.Input.(kvInput).key
-			if _, ok := byKey[k]; !ok {
-				keys = append(keys, k)
-			}
-			byKey[k] = append(byKey[k], op)
-		}
-		var out [][]porcupine.Operation
-		for _, k := range keys {
-			out = append(out, byKey[k])
-		}
-		return out
-	},
-	Init: func() any { return kvOutput{} },
+	Partition: lincheck.ByKey(func(in any) string { return in.(kvInput).key }),
+	Init:      func() any { return kvOutput{} },
 	Step: func(state, input, output any) (bool, any) {
 		in, out, st := input.(kvInput), output.(kvOutput), state.(kvOutput)
 		if in.put {

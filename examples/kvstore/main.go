@@ -89,18 +89,6 @@ func parseMembers(s string) (map[node.NodeID]string, error) {
 	return out, nil
 }
 
-func parseSync(s string) (wal.SyncPolicy, error) {
-	switch s {
-	case "each":
-		return wal.SyncEachBatch, nil
-	case "interval":
-		return wal.SyncInterval, nil
-	case "never":
-		return wal.SyncNever, nil
-	}
-	return 0, fmt.Errorf("-sync %q: want each, interval or never", s)
-}
-
 // memberConfig is what serve and demo need to run one member.
 type memberConfig struct {
 	node.Config
@@ -164,9 +152,9 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("-cluster: %w", err)
 	}
-	policy, err := parseSync(*syncFlag)
+	policy, err := wal.ParseSyncPolicy(*syncFlag)
 	if err != nil {
-		return err
+		return fmt.Errorf("-sync: %w", err)
 	}
 	if *id == 0 || *httpAddr == "" || *data == "" {
 		return errors.New("serve needs -id, -http and -data")
