@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"math/bits"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +20,9 @@ type workload struct {
 	Reads    float64       // fraction of operations that are linearizable reads
 	Warmup   time.Duration // run, not measured
 	Duration time.Duration // measured
+	// CPUProfile, if set, is where the child writes a CPU profile of the
+	// measured window (all its nodes, and the clients if they run here).
+	CPUProfile string
 }
 
 // clients are N goroutines driving one node: each proposes a command (or,
@@ -131,6 +137,7 @@ func runWorkload(nodes map[node.NodeID]*node.Node, lead node.NodeID, w workload,
 	for id, n := range nodes {
 		m0[id] = n.Metrics()
 	}
+	stopProfile := startCPUProfile(w.CPUProfile)
 	cpu0, _ := cpuTime()
 	start := time.Now()
 	if c != nil {
@@ -155,6 +162,9 @@ func runWorkload(nodes map[node.NodeID]*node.Node, lead node.NodeID, w workload,
 	elapsed := time.Since(start)
 	cpu1, _ := cpuTime()
 	res.CPU = cpu1 - cpu0
+	if err := stopProfile(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: cpu profile:", err) // the parent shows a child's stderr
+	}
 	for id, n := range nodes {
 		m1, w := n.Metrics(), res.Nodes[id]
 		w.LeaderEnd, w.TermEnd = m1.Leader, m1.Term
@@ -169,6 +179,27 @@ func runWorkload(nodes map[node.NodeID]*node.Node, lead node.NodeID, w workload,
 	}
 	res.PeakRSSKiB = peakRSSKiB()
 	return res
+}
+
+// startCPUProfile starts a CPU profile into path (none if path is empty)
+// and returns what stops it and reports the first error.
+func startCPUProfile(path string) (stop func() error) {
+	if path == "" {
+		return func() error { return nil }
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		return func() error { return err }
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}
 }
 
 // histSubBits is log2 of the number of linear buckets per power of two.

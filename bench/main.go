@@ -49,6 +49,8 @@ type options struct {
 	svgOut   string
 	tick     time.Duration
 	procs    bool
+	// cpuProfile is a directory for CPU profiles, or empty.
+	cpuProfile string
 	// leaderTimeout bounds the wait for the three nodes to agree on a
 	// leader (not a flag: tests shorten it).
 	leaderTimeout time.Duration
@@ -69,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.svgOut, "svg", "", "also draw throughput against p99 latency per sync policy to this SVG file")
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "node tick interval")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each configuration's measured window into this directory (one file per process)")
 	fs.BoolVar(&o.procs, "procs", false, "run each node in its own process (default: one process holds the three)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -127,6 +130,16 @@ func benchmark(o options, stdout, stderr io.Writer) error {
 		}
 		defer os.RemoveAll(d)
 		dir = d
+	}
+	if o.cpuProfile != "" {
+		abs, err := filepath.Abs(o.cpuProfile)
+		if err == nil {
+			err = os.MkdirAll(abs, 0o755)
+		}
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		o.cpuProfile = abs
 	}
 	cal, err := calibrate(dir)
 	if err != nil {

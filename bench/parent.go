@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -236,6 +237,10 @@ func measureOnce(cfg config, o options, dir string, stderr io.Writer) (result, e
 	})
 	w := workload{Clients: cfg.Clients, Size: cfg.Size, Reads: cfg.Reads, Warmup: o.warmup, Duration: o.duration}
 	for _, p := range procs {
+		w := w
+		if o.cpuProfile != "" {
+			w.CPUProfile = filepath.Join(o.cpuProfile, fmt.Sprintf("cpu-%s-%d-%d-nodes%s.pprof", cfg.Sync, cfg.Size, cfg.Clients, idList(p.ids)))
+		}
 		if err := p.send(request{Op: "run", Run: &runArgs{Leader: lead, Workload: w}}); err != nil {
 			return res, err
 		}

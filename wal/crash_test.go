@@ -27,20 +27,10 @@ import (
 // must take new entries where the cut left it.
 func TestTornTailEveryOffset(t *testing.T) {
 	opts := crashOpts()
-	h := makeCrashHistory(1, 40)
+	h := makeCrashHistory(1, crashBatches)
 	src := scratchDir(t)
 	h.write(t, src, opts)
-	segs := segmentFiles(t, src)
-	if len(segs) < 3 {
-		t.Fatalf("%d segments, want at least 3", len(segs))
-	}
-	seg := segs[len(segs)-1]
-	rel, _ := filepath.Rel(src, seg.path)
-	data := mustRead(t, seg.path)
-	spans, ok := parseSegment(data)
-	if !ok || len(spans) < 3 {
-		t.Fatalf("last segment: %d records, parsed %v", len(spans), ok)
-	}
+	seg, rel, data, spans := lastSegment(t, src)
 	work := scratchDir(t)
 	term := h.hard.Term
 	for off := 0; off <= len(data); off++ {
@@ -157,7 +147,7 @@ func flipHistories() map[string]flipHistory {
 		small.hard = core.HardState{Term: 1, Vote: 1, Commit: i}
 		small.readies = append(small.readies, core.Ready{Entries: batch, HardState: small.hard})
 	}
-	return map[string]flipHistory{"mixed": {makeCrashHistory(1, 40), true}, "small": {small, false}}
+	return map[string]flipHistory{"mixed": {makeCrashHistory(1, crashBatches), true}, "small": {small, false}}
 }
 
 // TestBitFlipEveryRecordByte flips a bit in every byte of every record of
@@ -289,13 +279,10 @@ func isPrefix(got, want []core.Entry) bool {
 // them off and return exactly the entries written.
 func TestAppendedZerosAreCut(t *testing.T) {
 	opts := crashOpts()
-	h := makeCrashHistory(1, 40)
+	h := makeCrashHistory(1, crashBatches)
 	src := scratchDir(t)
 	h.write(t, src, opts)
-	segs := segmentFiles(t, src)
-	seg := segs[len(segs)-1]
-	rel, _ := filepath.Rel(src, seg.path)
-	data := mustRead(t, seg.path)
+	_, rel, data, _ := lastSegment(t, src)
 	work := scratchDir(t)
 	for _, n := range []int{1, 2, 3, 16, 127, 128, 129, 1000, 4096} {
 		dir := freshCopy(t, src, work, n)
@@ -331,14 +318,10 @@ func TestAppendedZerosAreCut(t *testing.T) {
 // zeroed bytes.
 func TestZeroedTail(t *testing.T) {
 	opts := crashOpts()
-	h := makeCrashHistory(1, 40)
+	h := makeCrashHistory(1, crashBatches)
 	src := scratchDir(t)
 	h.write(t, src, opts)
-	segs := segmentFiles(t, src)
-	seg := segs[len(segs)-1]
-	rel, _ := filepath.Rel(src, seg.path)
-	data := mustRead(t, seg.path)
-	spans, _ := parseSegment(data)
+	seg, rel, data, spans := lastSegment(t, src)
 	var froms []int
 	for _, s := range spans {
 		froms = append(froms, s.start, s.start+1, s.body, s.body+1, s.body+5, (s.body+s.end)/2, s.end-1)
@@ -370,14 +353,10 @@ func TestZeroedTail(t *testing.T) {
 // return them as entries.
 func TestAppendedGarbageIsCutOrReported(t *testing.T) {
 	opts := crashOpts()
-	h := makeCrashHistory(1, 40)
+	h := makeCrashHistory(1, crashBatches)
 	src := scratchDir(t)
 	h.write(t, src, opts)
-	segs := segmentFiles(t, src)
-	seg := segs[len(segs)-1]
-	rel, _ := filepath.Rel(src, seg.path)
-	data := mustRead(t, seg.path)
-	spans, _ := parseSegment(data)
+	_, rel, data, spans := lastSegment(t, src)
 	lastRec := data[spans[len(spans)-1].start:]
 	next := core.Index(len(h.log) + 1)
 	rng := rand.New(rand.NewPCG(3, 3))

@@ -25,6 +25,11 @@ import (
 // spans several of them and the byte-by-byte loops stay short.
 const crashSegmentSize = 512
 
+// crashBatches is the length of the seeded history most crash tests write:
+// with crashSegmentSize it fills 9 segments and leaves 10 records in the
+// tenth, which the tests damage (lastSegment checks that some are there).
+const crashBatches = 43
+
 func crashOpts() Options { return Options{SegmentSize: crashSegmentSize} }
 
 // crashHistory is a sequence of Saves and the log and hard state they
@@ -245,6 +250,30 @@ func parseSegment(data []byte) (spans []recSpan, ok bool) {
 		off += k + int(size)
 	}
 	return spans, true
+}
+
+// lastSegment returns the last segment of the log in src, its path
+// relative to src, its bytes and its records, and fails t unless the log
+// has at least 3 segments and the last holds at least 3 records: the crash
+// tests damage that segment, and a history that leaves it empty (a roll
+// right after the last write) would let them pass testing nothing.
+func lastSegment(t *testing.T, src string) (segment, string, []byte, []recSpan) {
+	t.Helper()
+	segs := segmentFiles(t, src)
+	if len(segs) < 3 {
+		t.Fatalf("%d segments, want at least 3", len(segs))
+	}
+	seg := segs[len(segs)-1]
+	rel, err := filepath.Rel(src, seg.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := mustRead(t, seg.path)
+	spans, ok := parseSegment(data)
+	if !ok || len(spans) < 3 {
+		t.Fatalf("last segment: %d records, parsed %v; want a history that leaves at least 3", len(spans), ok)
+	}
+	return seg, rel, data, spans
 }
 
 func mustRead(t testing.TB, path string) []byte {

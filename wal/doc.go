@@ -9,10 +9,11 @@
 //
 // A directory holds a LOCK file (flock: a second process gets ErrLocked),
 // a metadata file "meta" and the entry log "entries/" (tidwall/wal
-// segments). Each entry is a record: a format version, a CRC32C, and a
-// msgpack array of index, term, type and data, written and read by hand
-// (every length is checked before anything is allocated). Every read
-// verifies the checksum and the index. The metadata file has two slots,
+// segments). Each entry is a record: a format version, a CRC32C, the index
+// and term as varints, the type, and the data, written and read by hand
+// (every length is checked before anything is allocated; format version 1,
+// whose fields were msgpack, is still read). Every read verifies the
+// checksum and the index. The metadata file has two slots,
 // each with a magic number, a version, a sequence number and a CRC32C,
 // written in turn (see meta.go): hard state, snapshot index, term and
 // configuration, the compaction point, and the cluster and node IDs.

@@ -3,7 +3,9 @@ package wal
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
+	"math"
 	"runtime"
 	"testing"
 
@@ -63,9 +65,9 @@ func fuzzCheckAllocs(t *testing.T, what string, input []byte, decodes bool, limi
 
 const fuzzAllocTries = 5
 
-// fuzzRecordSeeds are records as appendRecord writes them, one per length
-// form of every field but the bin32 of data over 64 KiB, which
-// TestDecodeRecordBin32 covers. Seeds stay small: the fuzzer minimizes each
+// fuzzRecordSeeds are records as appendRecord and appendRecordV1 write
+// them, one per length form of every field but version 1's bin32 of data
+// over 64 KiB, which TestDecodeRecordLarge covers. Seeds stay small: the fuzzer minimizes each
 // new interesting input in time quadratic in its length, and a mutant of a
 // kilobyte seed stalls it for its whole -fuzzminimizetime.
 func fuzzRecordSeeds() [][]byte {
@@ -79,7 +81,7 @@ func fuzzRecordSeeds() [][]byte {
 	}
 	var out [][]byte
 	for i := range entries {
-		out = append(out, appendRecord(nil, &entries[i]))
+		out = append(out, appendRecord(nil, &entries[i]), appendRecordV1(nil, &entries[i]))
 	}
 	return out
 }
@@ -95,18 +97,55 @@ func fuzzFixRecordCRC(rec []byte) []byte {
 	return fixed
 }
 
-func TestDecodeRecordBin32(t *testing.T) {
+func TestDecodeRecordLarge(t *testing.T) {
 	for _, n := range []int{1<<16 - 1, 1 << 16, 1<<16 + 1, 1 << 20} {
 		e := core.Entry{Index: 9, Term: 3, Type: core.EntryNormal, Data: bytes.Repeat([]byte("ab"), n/2+1)[:n]}
-		rec := appendRecord(nil, &e)
-		fuzzDecodeRecord(t, rec)
-		got, err := decodeRecord(rec, true)
-		if err != nil || !bytes.Equal(got.Data, e.Data) {
-			t.Fatalf("%d bytes: %v", n, err)
+		for _, rec := range [][]byte{appendRecord(nil, &e), appendRecordV1(nil, &e)} {
+			fuzzDecodeRecord(t, rec)
+			got, err := decodeRecord(rec, true)
+			if err != nil || !bytes.Equal(got.Data, e.Data) {
+				t.Fatalf("%d bytes, version %d: %v", n, rec[0], err)
+			}
+			if _, err := decodeRecord(rec[:len(rec)-1], true); err == nil {
+				t.Fatalf("%d bytes, version %d: a torn record decodes", n, rec[0])
+			}
 		}
-		if _, err := decodeRecord(rec[:len(rec)-1], true); err == nil {
-			t.Fatalf("%d bytes: a torn record decodes", n)
+	}
+}
+
+// TestDecodeRecordOneEncoding: version 2's varints are accepted only in
+// their shortest form, and its fields must fit the record.
+func TestDecodeRecordOneEncoding(t *testing.T) {
+	for name, body := range map[string][]byte{
+		"index 0":         {0x00, 0x01, 0x01},
+		"term 0":          {0x01, 0x00, 0x01},
+		"index overlong":  {0x81, 0x00, 0x01, 0x01},
+		"term overlong":   {0x01, 0x80, 0x80, 0x00, 0x01},
+		"index overflows": {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x01, 0x01},
+		"index cut":       {0x80},
+		"no type":         {0x01, 0x01},
+		"type 0":          {0x01, 0x01, 0x00},
+		"type 3":          {0x01, 0x01, 0x03, 'x'},
+	} {
+		rec := fuzzFixRecordCRC(append([]byte{recordVersion, 0, 0, 0, 0}, body...))
+		e, err := decodeRecord(rec, true)
+		if err == nil {
+			t.Errorf("%s: %x decodes as %+v", name, rec, e)
+		} else if !errors.Is(err, ErrCorrupt) || errors.Is(err, errUnverified) {
+			t.Errorf("%s: %v, want a verified record reported corrupt", name, err)
 		}
+	}
+	if _, err := decodeRecord(fuzzFixRecordCRC([]byte{3, 0, 0, 0, 0, 1, 1, 1}), false); err == nil || errors.Is(err, errUnverified) {
+		t.Errorf("version 3: %v, want a verified record of an unknown version", err)
+	}
+	// The largest index and term: varints of ten bytes.
+	e := core.Entry{Index: math.MaxUint64, Term: math.MaxUint64, Type: core.EntryConfChange, Data: []byte{0}}
+	rec := appendRecord(nil, &e)
+	if len(rec) != recordOverhead+1 {
+		t.Fatalf("record of %d bytes, want %d", len(rec), recordOverhead+1)
+	}
+	if got, err := decodeRecord(rec, false); err != nil || got.Index != e.Index || got.Term != e.Term || got.Type != e.Type {
+		t.Fatalf("decoded %+v, %v", got, err)
 	}
 }
 
@@ -124,9 +163,12 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	}
 	f.Add([]byte{})
-	f.Add([]byte{recordVersion, 0, 0, 0, 0, 0x94})
-	// A bin32 that declares 4 GiB in a 20-byte record.
-	f.Add(fuzzFixRecordCRC([]byte{recordVersion, 0, 0, 0, 0, 0x94, 1, 1, 1, 0xc6, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0}))
+	f.Add([]byte{recordVersionV1, 0, 0, 0, 0, 0x94})
+	f.Add([]byte{recordVersion, 0, 0, 0, 0, 1, 1, 1})
+	// A version 1 bin32 that declares 4 GiB in a 20-byte record.
+	f.Add(fuzzFixRecordCRC([]byte{recordVersionV1, 0, 0, 0, 0, 0x94, 1, 1, 1, 0xc6, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0}))
+	// A version 2 index of eleven varint bytes.
+	f.Add(fuzzFixRecordCRC([]byte{recordVersion, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1, 1}))
 	f.Fuzz(func(t *testing.T, rec []byte) {
 		fuzzDecodeRecord(t, rec)
 		if fixed := fuzzFixRecordCRC(rec); fixed != nil {
@@ -162,7 +204,11 @@ func fuzzDecodeRecord(t *testing.T, rec []byte) {
 	if len(e.Data) > 0 && len(rec) > 0 && &e.Data[0] == &rec[len(rec)-len(e.Data)] {
 		t.Fatalf("copyData returned Data aliasing the input")
 	}
-	if re := appendRecord(nil, &e); !bytes.Equal(re, rec) {
+	encode := appendRecord
+	if rec[0] == recordVersionV1 {
+		encode = appendRecordV1
+	}
+	if re := encode(nil, &e); !bytes.Equal(re, rec) {
 		t.Fatalf("decoded %+v re-encodes differently:\n in  %x\n out %x", e, rec, re)
 	}
 }

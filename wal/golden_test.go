@@ -1,13 +1,15 @@
 package wal
 
-// Golden files: a log of format version 1 written once, with a known
-// history, and checked in. Opening it must give back every value, so a
-// change to the record or metadata format that would strand existing logs
-// fails here; and today's writer must produce the same record bytes.
+// Golden files: logs written once with a known history, one per record
+// format version, and checked in. Opening each must give back every value,
+// so a change to the record or metadata format that would strand existing
+// logs fails here; and each version's records must be byte for byte what
+// that version's encoder makes (today's writer for the current version).
 //
-// Regenerate (only for a new format version, into a new directory) with
+// Regenerate the current version's directory (only for a new format
+// version: add a directory, keep the old ones) with
 //
-//	go test ./wal -run TestGoldenV1 -update
+//	go test ./wal -run TestGolden -update
 
 import (
 	"bytes"
@@ -21,9 +23,16 @@ import (
 	"github.com/stepraft/stepraft/core"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite wal/testdata/golden-v1 from its generator")
+var updateGolden = flag.Bool("update", false, "rewrite the current format version's golden log from its generator")
 
-const goldenDir = "testdata/golden-v1"
+// goldenLogs are the checked-in logs, the current format version last.
+var goldenLogs = []struct {
+	dir    string
+	encode func([]byte, *core.Entry) []byte
+}{
+	{"testdata/golden-v1", appendRecordV1}, // metadata version 1, records version 1
+	{"testdata/golden-v2", appendRecord},   // metadata version 1, records version 2
+}
 
 const (
 	goldenCluster = 0x5eed
@@ -94,22 +103,30 @@ func writeGolden(t *testing.T, dir string) {
 	}
 }
 
-// TestGoldenV1 opens a copy of testdata/golden-v1 and checks every value
-// of its history, that each record is byte for byte what the writer makes
-// today, both metadata slots, and that the old log takes new entries.
-func TestGoldenV1(t *testing.T) {
+// TestGolden opens a copy of each golden log and checks every value of its
+// history, that each record is byte for byte what its version's encoder
+// makes, both metadata slots, and that the old log takes new entries (of
+// the current version, after the old ones in the same segment).
+func TestGolden(t *testing.T) {
 	if *updateGolden {
+		current := goldenLogs[len(goldenLogs)-1].dir
 		tmp := t.TempDir()
 		writeGolden(t, tmp)
-		if err := os.RemoveAll(goldenDir); err != nil {
+		if err := os.RemoveAll(current); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Remove(filepath.Join(tmp, lockFile)); err != nil {
 			t.Fatal(err)
 		}
-		copyTree(t, tmp, goldenDir)
-		t.Logf("rewrote %s", goldenDir)
+		copyTree(t, tmp, current)
+		t.Logf("rewrote %s", current)
 	}
+	for _, g := range goldenLogs {
+		t.Run(filepath.Base(g.dir), func(t *testing.T) { checkGolden(t, g.dir, g.encode) })
+	}
+}
+
+func checkGolden(t *testing.T, goldenDir string, encode func([]byte, *core.Entry) []byte) {
 	dir := t.TempDir()
 	copyTree(t, goldenDir, dir)
 
@@ -130,8 +147,8 @@ func TestGoldenV1(t *testing.T) {
 		}
 		for _, sp := range spans {
 			want := goldenEntry(next, 3)
-			if rec := data[sp.body:sp.end]; !bytes.Equal(rec, appendRecord(nil, &want)) {
-				t.Fatalf("record of entry %d is %x, the writer makes %x", next, rec, appendRecord(nil, &want))
+			if rec := data[sp.body:sp.end]; !bytes.Equal(rec, encode(nil, &want)) {
+				t.Fatalf("record of entry %d is %x, the encoder makes %x", next, rec, encode(nil, &want))
 			}
 			next++
 		}

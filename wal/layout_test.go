@@ -100,7 +100,7 @@ var layoutCases = []layoutCase{
 // that names one of the files concerned.
 func TestDamagedLayoutIsAnError(t *testing.T) {
 	opts := crashOpts()
-	h := makeCrashHistory(1, 40)
+	h := makeCrashHistory(1, crashBatches)
 	src := scratchDir(t)
 	h.write(t, src, opts)
 	segs := segmentFiles(t, src)
@@ -139,7 +139,7 @@ func TestDamagedLayoutIsAnError(t *testing.T) {
 // snapshot+1, a gap Open must refuse, naming the entry directory.
 func TestLogStartingPastTheSnapshotIsAnError(t *testing.T) {
 	opts := crashOpts()
-	h := makeCrashHistory(1, 40)
+	h := makeCrashHistory(1, crashBatches)
 	src := scratchDir(t)
 	h.write(t, src, opts)
 	l, err := Open(src, opts)
@@ -172,7 +172,7 @@ func TestLogStartingPastTheSnapshotIsAnError(t *testing.T) {
 // every error about damaged data on disk; these are such errors.
 func TestDamageErrorsWrapErrCorrupt(t *testing.T) {
 	opts := crashOpts()
-	h := makeCrashHistory(1, 40)
+	h := makeCrashHistory(1, crashBatches)
 	src := scratchDir(t)
 	h.write(t, src, opts)
 	work := scratchDir(t)

@@ -10,21 +10,37 @@ import (
 	"github.com/stepraft/stepraft/core"
 )
 
-// A record is one raft entry as stored in a tidwall/wal entry:
+// A record is one raft entry as stored in a tidwall/wal entry. Format
+// version 2, written since the second release:
 //
 //	byte    format version (recordVersion)
 //	uint32  CRC32C (Castagnoli), big endian, of the version byte and
 //	        everything after the checksum
-//	msgpack array of 4: index (uint), term (uint), type (uint), data (bin)
+//	uvarint index
+//	uvarint term
+//	byte    type (1 normal, 2 conf change)
+//	...     data: the rest of the tidwall/wal entry, which frames its length
 //
-// The msgpack is written and read by hand: every length is checked against
-// the bytes left before anything is allocated, and only the shortest forms
-// that the encoder writes are accepted, so one entry has one encoding.
+// Version 1, still read (logs written before keep opening), had the same
+// first five bytes, then a msgpack array of 4: index (uint), term (uint),
+// type (uint), data (bin).
+//
+// Both are written and read by hand: every length is checked against the
+// bytes left before anything is allocated, and only the shortest forms
+// that the encoder writes are accepted, so one entry has one encoding per
+// version.
 
-const recordVersion = 1
+const (
+	recordVersion   = 2 // what appendRecord writes
+	recordVersionV1 = 1 // read only
+)
 
 // recordOverhead is the most bytes a record adds to its data.
-const recordOverhead = 1 + 4 + 1 + 9 + 9 + 2 + 5
+const recordOverhead = 1 + 4 + binary.MaxVarintLen64 + binary.MaxVarintLen64 + 1
+
+// recordMinSize is the size of the smallest record of the current format:
+// one-byte index and term, no data.
+const recordMinSize = 1 + 4 + 1 + 1 + 1
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -40,11 +56,10 @@ var errUnverified = errors.New("unverified")
 func appendRecord(dst []byte, e *core.Entry) []byte {
 	start := len(dst)
 	dst = append(dst, recordVersion, 0, 0, 0, 0)
-	dst = append(dst, 0x94) // fixarray of 4
-	dst = appendUint(dst, uint64(e.Index))
-	dst = appendUint(dst, uint64(e.Term))
-	dst = appendUint(dst, uint64(e.Type))
-	dst = appendBin(dst, e.Data)
+	dst = binary.AppendUvarint(dst, uint64(e.Index))
+	dst = binary.AppendUvarint(dst, uint64(e.Term))
+	dst = append(dst, byte(e.Type))
+	dst = append(dst, e.Data...)
 	binary.BigEndian.PutUint32(dst[start+1:], recordCRC(dst[start:]))
 	return dst
 }
@@ -62,36 +77,8 @@ func recordCRC(rec []byte) uint32 {
 // one call per record instead of two.
 var crcAfterVersion = crc32.Update(0, castagnoli, []byte{recordVersion})
 
-// appendUint appends x as the shortest msgpack unsigned integer.
-func appendUint(dst []byte, x uint64) []byte {
-	switch {
-	case x <= 0x7f:
-		return append(dst, byte(x))
-	case x <= math.MaxUint8:
-		return append(dst, 0xcc, byte(x))
-	case x <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xcd), uint16(x))
-	case x <= math.MaxUint32:
-		return binary.BigEndian.AppendUint32(append(dst, 0xce), uint32(x))
-	}
-	return binary.BigEndian.AppendUint64(append(dst, 0xcf), x)
-}
-
-// appendBin appends b as the shortest msgpack bin.
-func appendBin(dst, b []byte) []byte {
-	switch n := len(b); {
-	case n <= math.MaxUint8:
-		dst = append(dst, 0xc4, byte(n))
-	case n <= math.MaxUint16:
-		dst = binary.BigEndian.AppendUint16(append(dst, 0xc5), uint16(n))
-	default:
-		dst = binary.BigEndian.AppendUint32(append(dst, 0xc6), uint32(n))
-	}
-	return append(dst, b...)
-}
-
-// decodeRecord decodes a record. The entry's Data is a copy when copyData,
-// and otherwise aliases rec.
+// decodeRecord decodes a record of either format version. The entry's Data
+// is a copy when copyData, and otherwise aliases rec.
 func decodeRecord(rec []byte, copyData bool) (core.Entry, error) {
 	bad := func(format string, args ...any) (core.Entry, error) {
 		return core.Entry{}, fmt.Errorf("%w: record: %w", ErrCorrupt, fmt.Errorf(format, args...))
@@ -102,15 +89,24 @@ func decodeRecord(rec []byte, copyData bool) (core.Entry, error) {
 	if got, want := recordCRC(rec), binary.BigEndian.Uint32(rec[1:]); got != want {
 		return bad("checksum %08x, want %08x (%w)", got, want, errUnverified)
 	}
-	if rec[0] != recordVersion {
+	var index, term, typ uint64
+	var data []byte
+	d := decoder{b: rec[5:]}
+	switch rec[0] {
+	case recordVersion:
+		index, term = d.uvarint(), d.uvarint()
+		typ = uint64(d.byte())
+		data = d.b
+		d.b = nil
+	case recordVersionV1:
+		if d.byte() != 0x94 {
+			return bad("not an array of 4")
+		}
+		index, term, typ = d.uint(), d.uint(), d.uint()
+		data = d.bin()
+	default:
 		return bad("unknown format version %d", rec[0])
 	}
-	d := decoder{b: rec[5:]}
-	if d.byte() != 0x94 {
-		return bad("not an array of 4")
-	}
-	index, term, typ := d.uint(), d.uint(), d.uint()
-	data := d.bin()
 	switch {
 	case d.err != nil:
 		return bad("%v", d.err)
@@ -132,7 +128,7 @@ func decodeRecord(rec []byte, copyData bool) (core.Entry, error) {
 	return e, nil
 }
 
-// decoder reads msgpack values from b; the first error sticks.
+// decoder reads the fields of a record from b; the first error sticks.
 type decoder struct {
 	b   []byte
 	err error
@@ -163,6 +159,24 @@ func (d *decoder) take(n int) []byte {
 	p := d.b[:n:n]
 	d.b = d.b[n:]
 	return p
+}
+
+// uvarint reads an unsigned varint in its shortest form.
+func (d *decoder) uvarint() uint64 {
+	x, n := binary.Uvarint(d.b)
+	switch {
+	case n == 0:
+		d.fail("truncated")
+		return 0
+	case n < 0:
+		d.fail("varint overflows 64 bits")
+		return 0
+	case n > 1 && d.b[n-1] == 0:
+		d.fail("varint %d not in its shortest form", x)
+		return 0
+	}
+	d.b = d.b[n:]
+	return x
 }
 
 // uint reads a msgpack unsigned integer in its shortest form.

@@ -167,21 +167,42 @@ func parseRecordAt(data []byte, off int) (core.Entry, int, error) {
 // verifiesAfter reports whether some record that verifies starts at or
 // after off, for an entry after next-1: evidence that the bytes before it
 // are damage, not a torn write. Candidates are screened cheaply (a
-// plausible length, version byte and array header) before their checksum
-// is computed, so that a long tail of garbage does not take quadratic time.
+// plausible length and header) before their checksum is computed, so that
+// a long tail of garbage does not take quadratic time.
 func verifiesAfter(data []byte, off int, next core.Index) bool {
 	for p := off; p < len(data); p++ {
 		size, k := binary.Uvarint(data[p:])
-		if k <= 0 || size < 7 || size > uint64(len(data)-p-k) {
+		if k <= 0 || size < recordMinSize || size > uint64(len(data)-p-k) {
 			continue
 		}
 		rec := data[p+k : p+k+int(size)]
-		if rec[0] != recordVersion || rec[5] != 0x94 {
+		if !plausibleHeader(rec) {
 			continue
 		}
 		if e, err := decodeRecord(rec, false); err == nil && e.Index >= next {
 			return true
 		}
+	}
+	return false
+}
+
+// plausibleHeader reports whether rec, at least recordMinSize bytes, starts
+// like a record: a known version and, behind the checksum, version 1's
+// array header or version 2's index, term and entry type.
+func plausibleHeader(rec []byte) bool {
+	switch rec[0] {
+	case recordVersionV1:
+		return rec[5] == 0x94
+	case recordVersion:
+		p := rec[5:]
+		for range 2 { // index, term
+			_, n := binary.Uvarint(p)
+			if n <= 0 || n >= len(p) {
+				return false
+			}
+			p = p[n:]
+		}
+		return core.EntryType(p[0]) == core.EntryNormal || core.EntryType(p[0]) == core.EntryConfChange
 	}
 	return false
 }
