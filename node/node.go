@@ -205,7 +205,8 @@ func (n *Node) open(clusterGiven bool) error {
 		if !fresh && !clusterGiven {
 			cluster = 0 // take the stored one
 		}
-		l, err := wal.Open(dir, wal.Options{Sync: c.Sync, SyncInterval: c.SyncInterval, ClusterID: cluster, NodeID: uint64(c.ID), Logger: c.Logger})
+		l, err := wal.Open(dir, wal.Options{Sync: c.Sync, SyncInterval: c.SyncInterval, SegmentSize: logSegmentSize,
+			ClusterID: cluster, NodeID: uint64(c.ID), Logger: c.Logger})
 		if err != nil {
 			return fmt.Errorf("node: open log: %w", err)
 		}

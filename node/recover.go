@@ -199,7 +199,7 @@ func copyChecked(w io.Writer, r *bufio.Reader, size int64, sum uint32) error {
 
 // initLog creates a log that starts after snapshot meta.
 func initLog(dir string, cluster uint64, id NodeID, meta core.SnapshotMeta, hs core.HardState) error {
-	l, err := wal.Open(dir, wal.Options{ClusterID: cluster, NodeID: uint64(id)})
+	l, err := wal.Open(dir, wal.Options{SegmentSize: logSegmentSize, ClusterID: cluster, NodeID: uint64(id)})
 	if err != nil {
 		return err
 	}
@@ -255,7 +255,7 @@ func Recover(cfg RecoverConfig) (RecoverReport, error) {
 	if cfg.StateMachine == nil || len(cfg.Members) == 0 {
 		return rep, fmt.Errorf("%w: recover needs a StateMachine and Members", ErrConfig)
 	}
-	l, err := wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{NodeID: uint64(cfg.ID), Logger: cfg.Logger})
+	l, err := wal.Open(filepath.Join(cfg.DataDir, "wal"), wal.Options{SegmentSize: logSegmentSize, NodeID: uint64(cfg.ID), Logger: cfg.Logger})
 	if err != nil {
 		return rep, fmt.Errorf("node: recover: %w", err)
 	}

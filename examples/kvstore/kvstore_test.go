@@ -82,14 +82,14 @@ func newCluster(t *testing.T, n int, mod func(*memberConfig)) *cluster {
 			m.stop()
 		}
 	})
-	// A port freePort found free may be taken by another test's process
+	// A port testAddr found free may still be taken by another process
 	// before the member binds it: start again on other ports.
 	for attempt := 1; ; attempt++ {
 		c.peers, c.https, c.dir = map[node.NodeID]string{}, map[node.NodeID]string{}, t.TempDir()
 		c.members = map[node.NodeID]*member{}
 		for id := node.NodeID(1); id <= node.NodeID(n); id++ {
-			c.peers[id], _ = freePort()
-			c.https[id], _ = freePort()
+			c.peers[id] = testAddr(t)
+			c.https[id] = testAddr(t)
 		}
 		var err error
 		for id := range c.peers {
@@ -286,8 +286,8 @@ func TestJoinLearnsTheClusterID(t *testing.T) {
 	if code, body := call(t, "PUT", c.https[lead], "/kv/before", "join"); code != 204 {
 		t.Fatalf("PUT: %d %s", code, body)
 	}
-	raft, _ := freePort()
-	httpAddr, _ := freePort()
+	raft := testAddr(t)
+	httpAddr := testAddr(t)
 	member := fmt.Sprintf(`{"id":4,"raft":%q,"http":%q,"learner":false}`, raft, httpAddr)
 	if code, body := call(t, "POST", c.https[lead%3+1], "/members", member); code != 204 {
 		t.Fatalf("POST /members: %d %s", code, body)

@@ -24,13 +24,13 @@ func TestBackupAndRestoreCommands(t *testing.T) {
 	if rc := run([]string{"backup", "-http", c.https[lead%3+1], "-out", file}, &out, &out); rc != 0 {
 		t.Fatalf("backup exited %d: %s", rc, out.String())
 	}
-	raft, _ := freePort()
+	raft := testAddr(t)
 	dir := filepath.Join(t.TempDir(), "restored")
 	out.Reset()
 	if rc := run([]string{"restore", "-in", file, "-data", dir, "-id", "9", "-raft", raft}, &out, &out); rc != 0 {
 		t.Fatalf("restore exited %d: %s", rc, out.String())
 	}
-	httpAddr, _ := freePort()
+	httpAddr := testAddr(t)
 	m, err := startMember(memberConfig{Config: node.Config{ID: 9, Peers: map[node.NodeID]string{9: raft}, DataDir: dir,
 		TickInterval: 20 * time.Millisecond}, HTTP: httpAddr, Timeout: 3 * time.Second})
 	if err != nil {

@@ -91,8 +91,8 @@ func startPowerCluster(t *testing.T, bin, policy string) *powerCluster {
 		policy: policy, logDir: t.TempDir()}
 	var parts []string
 	for id := node.NodeID(1); id <= 3; id++ {
-		c.peers[id], _ = freePort()
-		c.https[id], _ = freePort()
+		c.peers[id] = testAddr(t)
+		c.https[id] = testAddr(t)
 		parts = append(parts, fmt.Sprintf("%d=%s", id, c.peers[id]))
 	}
 	c.cluster = strings.Join(parts, ",")

@@ -137,8 +137,8 @@ func startProcsWith(t *testing.T, n int, opts procsOptions) *procs {
 	p := &procs{t: t, bin: buildKVStore(t), dir: t.TempDir(), peers: map[node.NodeID]string{}, listen: map[node.NodeID]string{},
 		https: map[node.NodeID]string{}, cmds: map[node.NodeID]*exec.Cmd{}}
 	for id := node.NodeID(1); id <= node.NodeID(n); id++ {
-		p.peers[id], _ = freePort()
-		p.https[id], _ = freePort()
+		p.peers[id] = testAddr(t)
+		p.https[id] = testAddr(t)
 	}
 	if opts.proxy {
 		p.listen = maps.Clone(p.peers)
