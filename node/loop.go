@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"time"
 
@@ -19,6 +20,9 @@ type loop struct {
 	soft  core.SoftState
 	term  core.Term
 	ticks uint64 // ticks since start, the loop's clock
+	// proposalsTaken counts the proposals handed to core (run yields
+	// while it grows).
+	proposalsTaken uint64
 
 	// Reads waiting for their ReadState, by the context given to core.
 	reads    map[uint64]*readRequest
@@ -201,6 +205,7 @@ func (l *loop) run() {
 			n.fail(err)
 			return
 		}
+		taken := l.proposalsTaken
 		select {
 		case <-n.stopC:
 			return
@@ -220,8 +225,27 @@ func (l *loop) run() {
 			l.report()
 		}
 		l.gather()
+		// Proposals come in bursts: when the applier answers a batch, its
+		// clients propose again within microseconds, and the first of them
+		// would otherwise start a write (and an fsync) of its own, with the
+		// rest of the burst waiting behind it. Having taken proposals, the
+		// loop yields the processor so that the goroutines made runnable
+		// can hand theirs in, and takes them, for as long as each yield
+		// brings more (at most yieldRounds times). With nothing else
+		// runnable a yield returns at once.
+		for i := 0; i < yieldRounds && l.proposalsTaken != taken; i++ {
+			taken = l.proposalsTaken
+			runtime.Gosched()
+			l.gather()
+		}
 	}
 }
+
+// yieldRounds bounds the yields of the loop between taking proposals and
+// writing them (see run). go run ./bench with 1 KiB commands: 16 clients
+// about 1.8 times the operations per second without the yields, 256
+// clients about 1.35 times; one client unchanged (bench/README.md).
+const yieldRounds = 16
 
 // gather takes, without waiting, the messages and proposals that are
 // already there, so that one Ready carries all of them: acknowledgements
@@ -261,6 +285,7 @@ func (l *loop) stepAll(m core.Message) {
 func (l *loop) proposeBatch(p *proposal) {
 	bytes := 0
 	for {
+		l.proposalsTaken++
 		l.propose(p)
 		bytes += len(p.data)
 		if bytes >= l.n.cfg.MaxBatchBytes {

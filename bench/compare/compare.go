@@ -37,6 +37,10 @@ type summary struct {
 	P99Ratio         float64 `json:",omitempty"` // median over rounds of stepraft p99 / this library's
 	Runs             []childRun
 	CPUMillisPerKOps float64 // median CPU seconds per 1,000 measured ops ×1000 (start-up included)
+	// DiskBytesPerOp is the median over rounds of the bytes the child
+	// caused to be written to storage in the measured window, per
+	// measured op (all three nodes); -1 if unknown.
+	DiskBytesPerOp float64
 }
 
 // spawn runs this binary as `-child lib` and parses its result line. With
@@ -139,7 +143,7 @@ func workDir(d string) (string, func(), error) {
 func summarize(lib string, clients, size int, runs map[string][]childRun) summary {
 	rs := runs[lib]
 	s := summary{Lib: lib, Clients: clients, Size: size, Runs: rs}
-	var ops, rss, cpu []float64
+	var ops, rss, cpu, disk []float64
 	var p50, p99 []time.Duration
 	for _, r := range rs {
 		ops = append(ops, r.OpsPerSec)
@@ -149,9 +153,16 @@ func summarize(lib string, clients, size int, runs map[string][]childRun) summar
 		s.Errors += r.Errors
 		if r.Ops > 0 {
 			cpu = append(cpu, r.CPUSeconds/float64(r.Ops)*1e6)
+			if r.DiskBytes >= 0 {
+				disk = append(disk, float64(r.DiskBytes)/float64(r.Ops))
+			}
 		}
 	}
 	s.OpsPerSec, s.PeakRSSMiB, s.CPUMillisPerKOps = median(ops), median(rss), median(cpu)
+	s.DiskBytesPerOp = -1
+	if len(disk) > 0 {
+		s.DiskBytesPerOp = median(disk)
+	}
 	s.P50, s.P99 = median(p50), median(p99)
 	if lib != "stepraft" {
 		if sr := runs["stepraft"]; len(sr) == len(rs) {
@@ -181,8 +192,8 @@ func median[T int | int64 | float64 | time.Duration](v []T) T {
 }
 
 func printCompare(w io.Writer, all []summary) {
-	fmt.Fprintf(w, "\n%5s %7s %-10s %9s %9s %9s %8s %10s %15s %15s\n",
-		"size", "clients", "library", "ops/s", "p50", "p99", "rss-MiB", "cpu-ms/1k", "stepraft/x ops", "stepraft/x p99")
+	fmt.Fprintf(w, "\n%5s %7s %-10s %9s %9s %9s %8s %10s %9s %15s %15s\n",
+		"size", "clients", "library", "ops/s", "p50", "p99", "rss-MiB", "cpu-ms/1k", "disk-B/op", "stepraft/x ops", "stepraft/x p99")
 	for _, s := range all {
 		ratio := func(r float64) string {
 			if s.Lib == "stepraft" || r == 0 {
@@ -190,8 +201,12 @@ func printCompare(w io.Writer, all []summary) {
 			}
 			return fmt.Sprintf("%.2fx", r)
 		}
-		fmt.Fprintf(w, "%5d %7d %-10s %9.0f %9s %9s %8.0f %10.0f %15s %15s\n", s.Size, s.Clients, s.Lib, s.OpsPerSec,
-			us(s.P50), us(s.P99), s.PeakRSSMiB, s.CPUMillisPerKOps, ratio(s.OpsRatio), ratio(s.P99Ratio))
+		disk := "-"
+		if s.DiskBytesPerOp >= 0 {
+			disk = fmt.Sprintf("%.0f", s.DiskBytesPerOp)
+		}
+		fmt.Fprintf(w, "%5d %7d %-10s %9.0f %9s %9s %8.0f %10.0f %9s %15s %15s\n", s.Size, s.Clients, s.Lib, s.OpsPerSec,
+			us(s.P50), us(s.P99), s.PeakRSSMiB, s.CPUMillisPerKOps, disk, ratio(s.OpsRatio), ratio(s.P99Ratio))
 		if s.Errors > 0 {
 			fmt.Fprintf(w, "      %d operations failed (all rounds)\n", s.Errors)
 		}

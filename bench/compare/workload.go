@@ -44,6 +44,27 @@ type childResult struct {
 	// it exits: the rusage a parent gets for a child started with vfork
 	// counts the parent's pages too.
 	PeakRSSMiB float64 `json:",omitempty"`
+	// DiskBytes is what the child caused to be written to storage during
+	// the measured window (write_bytes of /proc/self/io: pages it dirtied,
+	// counted when dirtied); -1 where that is not available.
+	DiskBytes int64
+}
+
+// ioWriteBytes returns write_bytes of /proc/self/io, or -1.
+func ioWriteBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			var n int64
+			if _, err := fmt.Sscan(strings.TrimSpace(rest), &n); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // vmHWM returns this process's peak resident set in MiB, or 0 where
@@ -161,11 +182,16 @@ func drive(lib, dir string, clients, size int, warmup, d time.Duration) (childRe
 		}()
 	}
 	time.Sleep(warmup)
+	io0 := ioWriteBytes()
 	start := time.Now()
 	measuring.Store(true)
 	time.Sleep(d)
 	measuring.Store(false)
 	elapsed := time.Since(start)
+	res.DiskBytes = -1
+	if io1 := ioWriteBytes(); io0 >= 0 && io1 >= 0 {
+		res.DiskBytes = io1 - io0
+	}
 	stop.Store(true)
 	wg.Wait()
 	all := slices.Concat(lat...)
