@@ -86,7 +86,9 @@ type Config struct {
 	Sync         wal.SyncPolicy
 	SyncInterval time.Duration
 	// MaxBatchBytes bounds the proposal bytes taken into one Ready (one
-	// log write, one fsync); default 4 MiB.
+	// log write, one fsync): proposals are taken until they reach it, so
+	// a Ready carries at most MaxBatchBytes plus the last command; default
+	// 4 MiB.
 	MaxBatchBytes int
 	// MaxCommandBytes refuses larger commands with ErrTooLarge; default
 	// 1 MiB.

@@ -23,6 +23,9 @@ type loop struct {
 	// proposalsTaken counts the proposals handed to core (run yields
 	// while it grows).
 	proposalsTaken uint64
+	// batchBytes is the proposal bytes taken since the last flush, which
+	// MaxBatchBytes bounds.
+	batchBytes int
 
 	// Reads waiting for their ReadState, by the context given to core.
 	reads    map[uint64]*readRequest
@@ -191,6 +194,7 @@ func (l *loop) flush() error {
 			return err
 		}
 	}
+	l.batchBytes = 0 // what was taken is written
 	return nil
 }
 
@@ -233,7 +237,7 @@ func (l *loop) run() {
 		// can hand theirs in, and takes them, for as long as each yield
 		// brings more (at most yieldRounds times). With nothing else
 		// runnable a yield returns at once.
-		for i := 0; i < yieldRounds && l.proposalsTaken != taken; i++ {
+		for i := 0; i < yieldRounds && l.proposalsTaken != taken && !l.batchFull(); i++ {
 			taken = l.proposalsTaken
 			runtime.Gosched()
 			l.gather()
@@ -258,6 +262,9 @@ func (l *loop) gather() {
 		l.stepAll(m)
 	default:
 	}
+	if l.batchFull() {
+		return
+	}
 	select {
 	case p := <-n.propC:
 		l.proposeBatch(p)
@@ -280,15 +287,15 @@ func (l *loop) stepAll(m core.Message) {
 	}
 }
 
-// proposeBatch hands p and the proposals waiting behind it, up to
-// MaxBatchBytes, to core: they go into one Ready.
+// proposeBatch hands p and the proposals waiting behind it to core, until
+// the proposals taken since the last flush reach MaxBatchBytes: they go
+// into one Ready.
 func (l *loop) proposeBatch(p *proposal) {
-	bytes := 0
 	for {
 		l.proposalsTaken++
+		l.batchBytes += len(p.data)
 		l.propose(p)
-		bytes += len(p.data)
-		if bytes >= l.n.cfg.MaxBatchBytes {
+		if l.batchFull() {
 			return
 		}
 		select {
@@ -298,6 +305,10 @@ func (l *loop) proposeBatch(p *proposal) {
 		}
 	}
 }
+
+// batchFull reports whether the proposals taken since the last flush
+// reach MaxBatchBytes.
+func (l *loop) batchFull() bool { return l.batchBytes >= l.n.cfg.MaxBatchBytes }
 
 // handoff passes a Ready's committed work to the apply goroutine, waiting
 // while its queue is full (back pressure) unless the node stops.
