@@ -24,17 +24,16 @@ type saveRecorder struct {
 }
 
 func (s *saveRecorder) Save(rd core.Ready) error {
-	b := 0
+	b, largest := 0, 0
 	for _, e := range rd.Entries {
 		if e.Type == core.EntryNormal {
 			b += len(e.Data)
-			s.mu.Lock()
-			s.largest = max(s.largest, len(e.Data))
-			s.mu.Unlock()
+			largest = max(largest, len(e.Data))
 		}
 	}
 	s.mu.Lock()
 	s.batches = append(s.batches, b)
+	s.largest = max(s.largest, largest)
 	s.mu.Unlock()
 	return s.LogStore.Save(rd)
 }

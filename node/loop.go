@@ -20,11 +20,10 @@ type loop struct {
 	soft  core.SoftState
 	term  core.Term
 	ticks uint64 // ticks since start, the loop's clock
-	// proposalsTaken counts the proposals handed to core (run yields
-	// while it grows).
+	// proposalsTaken counts the proposals handed to core.
 	proposalsTaken uint64
 	// lastTaken is how many proposals the last round of run that took
-	// any took.
+	// any took (see gatherBurst).
 	lastTaken uint64
 	// batchBytes is the proposal bytes taken since the last flush, which
 	// MaxBatchBytes bounds.
@@ -213,7 +212,6 @@ func (l *loop) run() {
 			return
 		}
 		start := l.proposalsTaken
-		taken := start
 		select {
 		case <-n.stopC:
 			return
@@ -233,26 +231,36 @@ func (l *loop) run() {
 			l.report()
 		}
 		l.gather()
-		// Proposals come in bursts: when the applier answers a batch, its
-		// clients propose again within microseconds, and the first of them
-		// would otherwise start a write (and an fsync) of its own, with the
-		// rest of the burst waiting behind it. Having taken proposals, when
-		// proposals have been coming more than one at a time, the loop
-		// yields the processor so that the goroutines made runnable can
-		// hand theirs in, and takes them, for as long as each yield brings
-		// more (at most yieldRounds times). A lone proposer is not made to
-		// wait for the yield.
-		if got := l.proposalsTaken - taken; got > 0 {
-			if got > 1 || l.lastTaken > 1 {
-				for i := 0; i < yieldRounds && l.proposalsTaken != taken && !l.batchFull(); i++ {
-					taken = l.proposalsTaken
-					runtime.Gosched()
-					l.gather()
-				}
+		l.gatherBurst(start)
+	}
+}
+
+// gatherBurst, after a round of run that began with start proposals
+// taken, waits out a burst of proposals before they are written.
+// Proposals come in bursts: when the applier answers a batch, its clients
+// propose again within microseconds, and the first of them would
+// otherwise start a write (and an fsync) of its own, with the rest of the
+// burst waiting behind it. If the round took proposals, and proposals have
+// been coming more than one at a time, the loop yields the processor so
+// that the goroutines made runnable can hand theirs in, and takes them,
+// for as long as each yield brings more (at most yieldRounds times). A
+// lone proposer is not made to wait for the yield.
+func (l *loop) gatherBurst(start uint64) {
+	got := l.proposalsTaken - start
+	if got == 0 {
+		return
+	}
+	if got > 1 || l.lastTaken > 1 {
+		for i := 0; i < yieldRounds && !l.batchFull(); i++ {
+			before := l.proposalsTaken
+			runtime.Gosched()
+			l.gather()
+			if l.proposalsTaken == before {
+				break
 			}
-			l.lastTaken = l.proposalsTaken - start
 		}
 	}
+	l.lastTaken = l.proposalsTaken - start
 }
 
 // yieldRounds bounds the yields of the loop between taking proposals and

@@ -90,6 +90,22 @@ func (p *powerLoss) last() diskImage {
 	return p.images[len(p.images)-1]
 }
 
+// cutPowerAndOpen stops recording, cuts a copy of the files back to what
+// the last fsync left, and opens it.
+func cutPowerAndOpen(t *testing.T, pl *powerLoss, opts Options) crashState {
+	t.Helper()
+	pl.pause()
+	img := pl.last()
+	if img.assumed != 0 {
+		t.Fatalf("the emulator took %d files on trust", img.assumed)
+	}
+	st, err := openAndRead(img.restore(t, scratchDir(t), 0), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // since returns the images recorded from the n-th on.
 func (p *powerLoss) since(n int) []diskImage {
 	p.mu.Lock()

@@ -81,15 +81,7 @@ func TestSyncedMetaNotPastSyncedEntries(t *testing.T) {
 			if err := l.SetSnapshot(core.SnapshotMeta{Index: 30}); err != nil {
 				t.Fatal(err)
 			}
-			pl.pause()
-			img := pl.last()
-			if img.assumed != 0 {
-				t.Fatalf("the emulator took %d files on trust", img.assumed)
-			}
-			st, err := openAndRead(img.restore(t, scratchDir(t), 0), opts)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := cutPowerAndOpen(t, pl, opts)
 			if st.hard.Commit > st.last {
 				t.Fatalf("after a power cut: commit %d past the last entry %d", st.hard.Commit, st.last)
 			}
@@ -128,15 +120,7 @@ func TestOpenMakesEntriesDurable(t *testing.T) {
 	if last, _ := l2.LastIndex(); last != 20 {
 		t.Fatalf("reopened log ends at %d, want 20", last)
 	}
-	pl.pause()
-	img := pl.last()
-	if img.assumed != 0 {
-		t.Fatalf("the emulator took %d files on trust", img.assumed)
-	}
-	st, err := openAndRead(img.restore(t, scratchDir(t), 0), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := cutPowerAndOpen(t, pl, opts)
 	if st.last != 20 {
 		t.Fatalf("a power cut after the reopen leaves the log ending at %d; the reopened log held 20", st.last)
 	}

@@ -52,16 +52,10 @@ type childResult struct {
 
 // ioWriteBytes returns write_bytes of /proc/self/io, or -1.
 func ioWriteBytes() int64 {
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "write_bytes:"); ok {
-			var n int64
-			if _, err := fmt.Sscan(strings.TrimSpace(rest), &n); err == nil {
-				return n
-			}
+	var n int64
+	if rest, ok := procField("/proc/self/io", "write_bytes:"); ok {
+		if _, err := fmt.Sscan(rest, &n); err == nil {
+			return n
 		}
 	}
 	return -1
@@ -70,19 +64,28 @@ func ioWriteBytes() int64 {
 // vmHWM returns this process's peak resident set in MiB, or 0 where
 // /proc/self/status does not tell.
 func vmHWM() float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb float64
-			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%f kB", &kb); err == nil {
-				return kb / 1024
-			}
+	var kb float64
+	if rest, ok := procField("/proc/self/status", "VmHWM:"); ok {
+		if _, err := fmt.Sscanf(rest, "%f kB", &kb); err == nil {
+			return kb / 1024
 		}
 	}
 	return 0
+}
+
+// procField returns the rest of the line of path that starts with key,
+// trimmed, or false.
+func procField(path, key string) (string, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, key); ok {
+			return strings.TrimSpace(rest), true
+		}
+	}
+	return "", false
 }
 
 // freeAddr returns a loopback address nobody listens on (for now).
