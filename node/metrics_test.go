@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepraft/stepraft/core"
 	"github.com/stepraft/stepraft/node"
 	"github.com/stepraft/stepraft/node/nodetest"
 )
@@ -257,15 +258,35 @@ func TestPrometheusExposition(t *testing.T) {
 	if _, err := lead.Read(context.Background(), []byte("k1")); err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if err := lead.WritePrometheus(&buf); err != nil {
-		t.Fatal(err)
-	}
-	samples, err := checkExposition(buf.String())
-	if err != nil {
-		t.Fatalf("%v\n%s", err, buf.String())
-	}
+	// The role gauge must show the role Status reports before and after the
+	// scrape. A loaded machine may hold an election in between (elections
+	// time out after 200 ms); then the scrape proves nothing and is taken
+	// again, until a deadline.
+	var (
+		samples map[string]float64
+		role    core.Role
+	)
 	id := lead.Status().ID
+	deadline := time.Now().Add(nodetest.WaitTimeout)
+	for {
+		before := lead.Status()
+		var buf bytes.Buffer
+		if err := lead.WritePrometheus(&buf); err != nil {
+			t.Fatal(err)
+		}
+		after := lead.Status()
+		var err error
+		if samples, err = checkExposition(buf.String()); err != nil {
+			t.Fatalf("%v\n%s", err, buf.String())
+		}
+		if before.Role == after.Role && before.Term == after.Term {
+			role = before.Role
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the role kept changing during scrapes until the deadline")
+		}
+	}
 	node := fmt.Sprintf(`{node="%d"}`, id)
 	if v := samples["stepraft_proposals_accepted_total"+node]; v != 20 {
 		t.Errorf("proposals accepted %v, want 20", v)
@@ -273,8 +294,14 @@ func TestPrometheusExposition(t *testing.T) {
 	if v := samples["stepraft_reads_served_total"+node]; v != 1 {
 		t.Errorf("reads served %v, want 1", v)
 	}
-	if v := samples[fmt.Sprintf(`stepraft_role{node="%d",role="leader"}`, id)]; v != 1 {
-		t.Errorf("role leader %v, want 1", v)
+	for _, r := range []core.Role{core.RoleFollower, core.RolePreCandidate, core.RoleCandidate, core.RoleLeader} {
+		want := 0.0
+		if r == role {
+			want = 1
+		}
+		if v := samples[fmt.Sprintf(`stepraft_role{node="%d",role="%s"}`, id, r)]; v != want {
+			t.Errorf("role %s %v, want %v (Status says %s)", r, v, want, role)
+		}
 	}
 	if v := samples["stepraft_log_fsyncs_total"+node]; v < 20 || math.IsNaN(v) {
 		t.Errorf("fsyncs %v", v)
