@@ -42,6 +42,19 @@
 // Propose (the node package overlaps the next batch with the write), but
 // must not call Ready again.
 //
+// # Writing off the loop
+//
+// A host that writes in the background goes further. The committed entries
+// of rd below rd.Entries[0].Index (all of them if rd.Entries is empty and
+// there is no snapshot) are already durable here, from earlier writes, so
+// it may apply them before the write completes. While the write is under
+// way, HasPartialReady and PartialReady hand out what does not depend on
+// it: requests to send, read states, dropped proposals, and entries that
+// became committed meanwhile and that an earlier write made durable (a
+// leader learns of a follower's acknowledgement during its own next
+// write, and applies without waiting for it). Responses produced meanwhile
+// wait for the next Ready, whose write they promise.
+//
 // # Bootstrap and restart
 //
 // A founding member starts from a Storage holding a snapshot at index 1,

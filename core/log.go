@@ -256,6 +256,16 @@ func (l *raftLog) nextCommittedEnts() []Entry {
 	return ents
 }
 
+// stableCommitted returns the last committed index whose entry storage
+// already holds (a write under way does not count), or 0 while an incoming
+// snapshot is not yet in place.
+func (l *raftLog) stableCommitted() Index {
+	if l.unstable.snapshot != nil || l.applying+1 < l.firstIndex() {
+		return 0
+	}
+	return min(l.committed, l.unstable.offset-1)
+}
+
 func (l *raftLog) appliedTo(i Index) {
 	if i < l.applied || i > l.committed {
 		panicf("applied %d out of range [%d, %d]", i, l.applied, l.committed)

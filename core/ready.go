@@ -137,6 +137,79 @@ func (r *Raft) Advance(rd Ready) {
 	r.maybeAutoLeave()
 }
 
+// HasPartialReady reports whether PartialReady would return any work.
+func (r *Raft) HasPartialReady() bool {
+	if !r.readyOutstanding {
+		return false
+	}
+	if r.bcastPending || len(r.readStates) > 0 || len(r.droppedProps) > 0 {
+		return true
+	}
+	for i := range r.msgs {
+		if !r.msgs[i].Type.IsResponse() {
+			return true
+		}
+	}
+	return r.log.stableCommitted() > r.log.applying
+}
+
+// PartialReady returns, while the last Ready's write is under way, the work
+// that does not depend on that write: messages that may leave at once (not
+// responses: those wait for the next Ready and its write), read states,
+// dropped proposals, and committed entries that an earlier write already
+// made durable here. It never holds entries to persist, a hard state, a
+// snapshot or a soft state change; those come in the next Ready.
+//
+// The host sends the messages and applies the committed entries at once,
+// after any committed entries of the outstanding Ready that lie below that
+// Ready's Entries (those are durable too; see the package doc); there is no
+// Advance for a partial Ready. The entries it hands out, and those of the
+// outstanding Ready that were durable already, count as applied when it
+// returns. A host that writes synchronously never needs it.
+func (r *Raft) PartialReady() Ready {
+	if !r.readyOutstanding {
+		panicf("PartialReady without an outstanding Ready")
+	}
+	// The host applied the outstanding Ready's committed entries that were
+	// durable already before it asked (see the package doc).
+	if a := min(r.log.applying, r.log.unstable.offset-1); r.log.unstable.snapshot == nil && a > r.log.applied {
+		r.log.appliedTo(a)
+	}
+	if r.bcastPending {
+		r.bcastPending = false
+		r.bcastAppend()
+	}
+	rd := Ready{ReadStates: r.readStates, DroppedProposals: r.droppedProps}
+	// Responses stay, in order, for the next Ready.
+	keep := r.msgs[:0]
+	for _, m := range r.msgs {
+		if m.Type.IsResponse() {
+			keep = append(keep, m)
+		} else {
+			rd.Messages = append(rd.Messages, m)
+		}
+	}
+	clear(r.msgs[len(keep):])
+	r.msgs = keep
+	if hi := r.log.stableCommitted(); hi > r.log.applying {
+		ents, err := r.log.slice(r.log.applying+1, hi+1, r.log.maxApplyBytes)
+		if err != nil {
+			panicf("committed entries [%d, %d] unavailable: %v", r.log.applying+1, hi, err)
+		}
+		rd.CommittedEntries = ents
+		last := ents[len(ents)-1].Index
+		r.log.applying = last
+		r.log.appliedTo(last)
+		if r.role == RoleLeader {
+			r.reduceUncommittedSize(ents)
+		}
+		r.maybeAutoLeave()
+	}
+	r.readStates = nil
+	r.droppedProps = nil
+	return rd
+}
+
 // reduceUncommittedSize releases the payload of committed entries from the
 // leader's uncommitted budget. Only entries of our term were counted in it.
 func (r *Raft) reduceUncommittedSize(ents []Entry) {

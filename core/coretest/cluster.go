@@ -42,6 +42,14 @@ type Node struct {
 	// pending is a Ready whose requests went out early but whose write
 	// has not happened yet (see StartReady).
 	pending *core.Ready
+	// pendingApplied counts the pending Ready's committed entries applied
+	// before its write (see ApplyPartial).
+	pendingApplied int
+	// sent holds the entry last sent at each index in a MsgApp: a leader
+	// sends entries from memory that it has not yet handed out for its
+	// own write (PartialReady), and they may commit on its followers'
+	// acknowledgements alone.
+	sent map[core.Index]core.Entry
 	// syncedHard is the hard state as of the last write that was synced;
 	// unsynced is set when a later write was not (Ready.MustSync false).
 	syncedHard core.HardState
@@ -200,8 +208,59 @@ func (n *Node) StartReady(c *Cluster) (core.Ready, bool) {
 			c.send(m)
 		}
 	}
-	n.pending = &rd
+	n.pending, n.pendingApplied = &rd, 0
 	return rd, true
+}
+
+// ApplyPartial does what the contract allows while the pending Ready's
+// write is under way: it applies that Ready's committed entries below its
+// Entries (durable already), then takes the node's PartialReady, sends its
+// requests, applies its committed entries and collects its read states and
+// dropped proposals. It reports false if there was no partial Ready.
+func (n *Node) ApplyPartial(c *Cluster) (core.Ready, bool, error) {
+	if n.Down || n.pending == nil || !n.Raft.HasPartialReady() {
+		return core.Ready{}, false, nil
+	}
+	pend := *n.pending
+	early := len(pend.CommittedEntries)
+	if len(pend.Entries) > 0 {
+		early = 0
+		for early < len(pend.CommittedEntries) && pend.CommittedEntries[early].Index < pend.Entries[0].Index {
+			early++
+		}
+	}
+	if err := n.applyDurable(pend.CommittedEntries[n.pendingApplied:early]); err != nil {
+		return core.Ready{}, true, err
+	}
+	n.pendingApplied = early
+	rd := n.Raft.PartialReady()
+	if len(rd.Entries) > 0 || !rd.HardState.IsEmpty() || !rd.Snapshot.IsEmpty() || rd.SoftState != nil || rd.MustSync {
+		return rd, true, fmt.Errorf("node %d: a partial Ready asks for a write or a state change:\n%s", n.ID, core.DescribeReady(rd))
+	}
+	for _, m := range rd.Messages {
+		if m.Type.IsResponse() {
+			return rd, true, fmt.Errorf("node %d: a partial Ready sends the response %s before its write", n.ID, core.DescribeMessage(m))
+		}
+		c.send(m)
+	}
+	if err := n.applyDurable(rd.CommittedEntries); err != nil {
+		return rd, true, err
+	}
+	n.ReadStates = append(n.ReadStates, rd.ReadStates...)
+	n.DroppedProposals = append(n.DroppedProposals, rd.DroppedProposals...)
+	return rd, true, nil
+}
+
+// applyDurable applies entries that the contract says are durable here
+// already, and checks that the storage does hold them.
+func (n *Node) applyDurable(ents []core.Entry) error {
+	for _, e := range ents {
+		if t, err := n.Storage.Term(e.Index); err != nil || t != e.Term {
+			return fmt.Errorf("node %d: entry %s applied during a write, before storage holds it (term %d, %v)",
+				n.ID, core.DescribeEntry(e), t, err)
+		}
+	}
+	return n.apply(ents)
 }
 
 // Pending returns the Ready taken by StartReady whose write has not
@@ -258,7 +317,20 @@ func (n *Node) FinishReady(c *Cluster) error {
 			c.send(m)
 		}
 	}
-	for _, e := range rd.CommittedEntries {
+	if err := n.apply(rd.CommittedEntries[n.pendingApplied:]); err != nil {
+		return err
+	}
+	n.pendingApplied = 0
+	n.ReadStates = append(n.ReadStates, rd.ReadStates...)
+	n.DroppedProposals = append(n.DroppedProposals, rd.DroppedProposals...)
+	n.Raft.Advance(rd)
+	return nil
+}
+
+// apply applies committed entries to the state machine, in order, calling
+// ApplyConfChange for each conf change.
+func (n *Node) apply(ents []core.Entry) error {
+	for _, e := range ents {
 		if err := n.State.apply(e); err != nil {
 			return fmt.Errorf("node %d: %w", n.ID, err)
 		}
@@ -275,10 +347,7 @@ func (n *Node) FinishReady(c *Cluster) error {
 			}
 		}
 	}
-	n.Applied = append(n.Applied, rd.CommittedEntries...)
-	n.ReadStates = append(n.ReadStates, rd.ReadStates...)
-	n.DroppedProposals = append(n.DroppedProposals, rd.DroppedProposals...)
-	n.Raft.Advance(rd)
+	n.Applied = append(n.Applied, ents...)
 	return nil
 }
 
@@ -309,6 +378,7 @@ func (n *Node) Crash() {
 	n.Down = true
 	n.pending = nil
 	n.Raft = nil
+	n.sent = nil
 }
 
 // CrashLosingUnsynced crashes the node as a power failure would: on top of
@@ -373,6 +443,14 @@ func (c *Cluster) restart(id core.NodeID, fromSnapshot bool) error {
 
 func (c *Cluster) send(m core.Message) {
 	c.Net = append(c.Net, m)
+	if n := c.nodes[m.From]; n != nil && m.Type == core.MsgApp {
+		if n.sent == nil {
+			n.sent = map[core.Index]core.Entry{}
+		}
+		for _, e := range m.Entries {
+			n.sent[e.Index] = e
+		}
+	}
 }
 
 // Partition cuts every link between the groups; nodes not named keep their

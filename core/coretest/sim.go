@@ -181,6 +181,7 @@ func DefaultSimActions() []SimAction {
 		{Name: "ready", Weight: 150, Do: (*Sim).actReady},
 		{Name: "ready-early", Weight: 50, Do: (*Sim).actReadyEarly},
 		{Name: "finish-ready", Weight: 50, Do: (*Sim).actFinishReady},
+		{Name: "partial-ready", Weight: 40, Do: (*Sim).actPartialReady},
 		{Name: "crash", Weight: 5, Do: (*Sim).actCrash},
 		{Name: "crash-leader", Weight: 3, Do: (*Sim).actCrashLeader},
 		{Name: "restart", Weight: 20, Do: (*Sim).actRestart},
@@ -766,6 +767,31 @@ func (s *Sim) actFinishReady() (string, bool, error) {
 		return "", false, nil
 	}
 	return fmt.Sprint(n.ID), true, s.FinishReady(n)
+}
+
+// actPartialReady, on a node whose write is pending, applies what the
+// contract lets it apply meanwhile and sends the requests of its partial
+// Ready.
+func (s *Sim) actPartialReady() (string, bool, error) {
+	n, ok := s.pickLive(func(n *Node) bool { return n.pending != nil && n.Raft.HasPartialReady() })
+	if !ok {
+		return "", false, nil
+	}
+	reads := len(n.ReadStates)
+	rd, _, err := n.ApplyPartial(s.Cluster)
+	desc := fmt.Sprintf("%d %s", n.ID, shortReady(rd))
+	if err != nil {
+		return desc, true, err
+	}
+	if err := s.checkUncommitted(n, rd); err != nil {
+		return desc, true, err
+	}
+	for _, rs := range n.ReadStates[reads:] {
+		if err := s.checkRead(n, rs); err != nil {
+			return desc, true, err
+		}
+	}
+	return desc, true, s.checkApplied(n)
 }
 
 func shortReady(rd core.Ready) string {
@@ -1361,7 +1387,7 @@ func nodeEntry(n *Node, i core.Index) (core.Entry, bool, error) {
 	if n.pending != nil {
 		if ents := n.pending.Entries; len(ents) > 0 && i >= ents[0].Index {
 			if i > ents[len(ents)-1].Index {
-				return core.Entry{}, false, nil
+				return sentEntry(n, i)
 			}
 			return ents[i-ents[0].Index], true, nil
 		}
@@ -1370,13 +1396,21 @@ func nodeEntry(n *Node, i core.Index) (core.Entry, bool, error) {
 		return core.Entry{}, true, nil
 	}
 	if last, _ := n.Storage.LastIndex(); i > last {
-		return core.Entry{}, false, nil
+		return sentEntry(n, i)
 	}
 	ents, err := n.Storage.Entries(i, i+1, 1<<62)
 	if err != nil {
 		return core.Entry{}, false, err
 	}
 	return ents[0], true, nil
+}
+
+// sentEntry returns the entry a leader last sent at i, for one it holds
+// only in memory: sent before its own write, and committed by its
+// followers' writes.
+func sentEntry(n *Node, i core.Index) (core.Entry, bool, error) {
+	e, ok := n.sent[i]
+	return e, ok, nil
 }
 
 // checkDurableLogs compares every pair of durable logs in full: where they
