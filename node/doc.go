@@ -14,7 +14,11 @@
 // channels; whatever is waiting when it takes a Ready goes into that Ready:
 // one log write, one fsync for every proposal that arrived meanwhile (up to
 // MaxBatchBytes). Messages that are requests leave before the write;
-// responses, which promise durability, after it. Configuration entries are
+// responses, which promise durability, after it. The write runs on a
+// goroutine of its own, one at a time; meanwhile the loop goes on stepping
+// messages and taking the next batch, and sends and applies what core's
+// partial Readys hand out (core/doc.go), so a leader applies a batch once a
+// follower acknowledges it, without waiting for its own next fsync. Configuration entries are
 // applied to core by the loop as it hands them out, in log order, and the
 // transport's peers follow. Committed entries go to the apply goroutine
 // (apply.go), which calls StateMachine.Apply while the loop writes the next

@@ -45,6 +45,19 @@ type loop struct {
 	// handoff passes committed work to the applier: Node.handoff, or the
 	// simulator's queue.
 	handoff func(applyTask)
+	// st is core's view of the log store, with its cache of new entries.
+	st *coreStorage
+	// write starts writing a Ready that must be synced, in the background;
+	// the driver calls onSaved with the result, on the loop. While it is
+	// under way (writing), the loop goes on stepping messages and taking
+	// proposals, sends requests and applies what core's partial Readys
+	// hand out. nil writes on the loop, in flush.
+	write func(rd core.Ready)
+	// writing is set while the write of inflight is under way; early is
+	// how many of its committed entries were applied when it started.
+	writing  bool
+	inflight core.Ready
+	early    int
 	// seen holds the forwarded proposals stepped lately.
 	seen seenProposals
 	// removedAt is the tick at which this node applied its own removal
@@ -62,6 +75,13 @@ func (n *Node) startLoop(boot bootState) error {
 	// The production wiring of the step functions (the simulator has its
 	// own): channels and goroutines.
 	l.handoff = n.handoff
+	l.write = func(rd core.Ready) {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.savedC <- l.save(rd)
+		}()
+	}
 	n.apply.record = func(rr recordRequest) { n.recordC <- rr }
 	n.apply.spawn = func(f func()) {
 		n.wg.Add(1)
@@ -95,11 +115,13 @@ func (n *Node) newLoop(boot bootState) (*loop, error) {
 		seed = n.reqBase | uint64(n.cfg.ID)
 	}
 	l := &loop{n: n, reads: make(map[uint64]*readRequest), snapData: make(map[Index][]byte), conf: boot.conf}
+	l.st = &coreStorage{LogStore: n.store, l: l}
+	l.st.refresh()
 	r, err := core.New(core.Config{
 		ID:                        n.cfg.ID,
 		ElectionTicks:             n.cfg.ElectionTicks,
 		HeartbeatTicks:            n.cfg.HeartbeatTicks,
-		Storage:                   &coreStorage{LogStore: n.store, l: l},
+		Storage:                   l.st,
 		Applied:                   boot.applied,
 		MaxEntryBytes:             uint64(n.cfg.MaxCommandBytes + envelopeOverhead),
 		MaxUncommittedBytes:       uint64(max(64<<20, 4*n.cfg.MaxBatchBytes)),
@@ -167,21 +189,6 @@ func (n *Node) setMembers(m map[NodeID]string) {
 	n.stateMu.Unlock()
 }
 
-// coreStorage is the log store as core reads it: its snapshot carries the
-// member addresses in Data, for MsgSnap.
-type coreStorage struct {
-	LogStore
-	l *loop
-}
-
-func (s *coreStorage) Snapshot() (core.Snapshot, error) {
-	snap, err := s.LogStore.Snapshot()
-	if err == nil && snap.Data == nil {
-		snap.Data = s.l.snapData[snap.Meta.Index]
-	}
-	return snap, err
-}
-
 // The loop is a step function. Each input is a method — tick, step,
 // propose, read, report, recordSnapshot — that changes core's state and
 // does no I/O; flush then handles every Ready core has: it writes the log,
@@ -191,13 +198,22 @@ func (s *coreStorage) Snapshot() (core.Snapshot, error) {
 
 // flush handles each Ready core has.
 func (l *loop) flush() error {
-	for l.r.HasReady() {
+	for {
+		if l.writing {
+			for l.r.HasPartialReady() {
+				if err := l.handlePartial(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if !l.r.HasReady() {
+			return nil
+		}
 		if err := l.handleReady(); err != nil {
 			return err
 		}
 	}
-	l.batchBytes = 0 // what was taken is written
-	return nil
 }
 
 // run is the production driver: it takes inputs from the node's channels
@@ -206,18 +222,38 @@ func (l *loop) run() {
 	n := l.n
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
+	defer func() {
+		if l.writing {
+			<-n.savedC // the store closes after the loop
+		}
+	}()
 	for {
 		if err := l.flush(); err != nil {
 			n.fail(err)
 			return
 		}
 		start := l.proposalsTaken
+		// While a write is under way: proposals wait once MaxBatchBytes
+		// are taken for the next Ready, and a snapshot is recorded after
+		// the write (both change the store).
+		propC, recordC := n.propC, n.recordC
+		if l.writing {
+			recordC = nil
+			if l.batchFull() {
+				propC = nil
+			}
+		}
 		select {
 		case <-n.stopC:
 			return
+		case err := <-n.savedC:
+			if err := l.onSaved(err); err != nil {
+				n.fail(err)
+				return
+			}
 		case <-ticker.C:
 			l.tick()
-		case p := <-n.propC:
+		case p := <-propC:
 			l.proposeBatch(p)
 		case rq := <-n.readC:
 			l.read(rq)
@@ -225,7 +261,7 @@ func (l *loop) run() {
 			l.stepAll(m)
 		case f := <-n.ctlC:
 			f()
-		case rr := <-n.recordC:
+		case rr := <-recordC:
 			rr.result <- l.recordSnapshot(rr.meta, rr.members)
 		case <-n.reports.sig:
 			l.report()
@@ -457,10 +493,13 @@ func (l *loop) report() {
 	}
 }
 
-// handleReady persists, sends and hands out one Ready.
+// handleReady takes one Ready, sends its requests and writes it: on the
+// loop, or in the background if it must be synced and write is set (then
+// onSaved finishes it).
 func (l *loop) handleReady() error {
 	n := l.n
 	rd := l.r.Ready()
+	l.batchBytes = 0 // what was taken goes into this Ready
 	if rd.HardState.Term != 0 && rd.HardState.Term != l.term {
 		l.term = rd.HardState.Term
 		n.stateMu.Lock()
@@ -470,48 +509,121 @@ func (l *loop) handleReady() error {
 	if rd.SoftState != nil {
 		l.softChanged(*rd.SoftState)
 	}
-	now, later := l.now[:0], l.later[:0]
+	now := l.now[:0]
 	for _, m := range rd.Messages {
-		if m.Type.IsResponse() {
-			later = append(later, m)
-		} else {
+		if !m.Type.IsResponse() {
 			now = append(now, m)
 		}
 	}
-	// Send keeps no reference to the slices: they are reused, cleared so
-	// they do not hold entries past this Ready.
-	defer func() {
-		clear(now)
-		clear(later)
-		l.now, l.later = now[:0], later[:0]
-	}()
 	n.metrics.sent(now)
 	n.tr.Send(now)
+	// Send keeps no reference to the slice: it is reused, cleared so it
+	// does not hold entries past this Ready.
+	clear(now)
+	l.now = now[:0]
+	if rd.MustSync && l.write != nil {
+		// The committed entries below the ones written are durable
+		// already (core's contract): they are applied now.
+		early := len(rd.CommittedEntries)
+		if len(rd.Entries) > 0 {
+			early = 0
+			for early < len(rd.CommittedEntries) && rd.CommittedEntries[early].Index < rd.Entries[0].Index {
+				early++
+			}
+		}
+		if err := l.apply(rd.CommittedEntries[:early], nil); err != nil {
+			return err
+		}
+		l.writing, l.inflight, l.early = true, rd, early
+		l.write(rd)
+		return nil
+	}
 	if err := l.save(rd); err != nil {
 		return err
 	}
+	return l.finishReady(rd, 0)
+}
+
+// onSaved finishes the Ready whose background write ended with err.
+func (l *loop) onSaved(err error) error {
+	rd, early := l.inflight, l.early
+	l.writing, l.inflight, l.early = false, core.Ready{}, 0
+	if err != nil {
+		return err
+	}
+	return l.finishReady(rd, early)
+}
+
+// finishReady does what waits for a Ready's write: it sends the responses,
+// installs the snapshot, applies the committed entries (after the first
+// early ones, applied already), answers reads and advances core.
+func (l *loop) finishReady(rd core.Ready, early int) error {
+	n := l.n
+	l.st.written(rd)
+	l.st.refresh()
+	later := l.later[:0]
+	for _, m := range rd.Messages {
+		if m.Type.IsResponse() {
+			later = append(later, m)
+		}
+	}
 	n.metrics.sent(later)
 	n.tr.Send(later)
+	clear(later)
+	l.later = later[:0]
 	var task applyTask
 	if !rd.Snapshot.IsEmpty() {
 		if err := l.installSnapshot(rd.Snapshot, &task); err != nil {
 			return err
 		}
 	}
-	if err := l.committed(rd.CommittedEntries, &task); err != nil {
+	if err := l.apply(rd.CommittedEntries[early:], &task); err != nil {
+		return err
+	}
+	l.readStates(rd.ReadStates)
+	l.dropped(rd.DroppedProposals)
+	l.r.Advance(rd)
+	return nil
+}
+
+// handlePartial sends, applies and answers what core's partial Ready
+// holds while a write is under way.
+func (l *loop) handlePartial() error {
+	n := l.n
+	rd := l.r.PartialReady()
+	n.metrics.sent(rd.Messages)
+	n.tr.Send(rd.Messages)
+	if err := l.apply(rd.CommittedEntries, nil); err != nil {
+		return err
+	}
+	l.readStates(rd.ReadStates)
+	l.dropped(rd.DroppedProposals)
+	return nil
+}
+
+// apply hands committed entries to the applier, with task's snapshot if
+// task is not nil.
+func (l *loop) apply(ents []core.Entry, task *applyTask) error {
+	if task == nil {
+		task = &applyTask{}
+	}
+	if err := l.committed(ents, task); err != nil {
 		return err
 	}
 	if task.snap != nil || len(task.entries) > 0 {
-		l.handoff(task)
+		l.handoff(*task)
 	}
-	l.readStates(rd.ReadStates)
-	for i := range rd.DroppedProposals {
-		if origin, req, ok := proposer(&rd.DroppedProposals[i]); ok && origin == n.cfg.ID {
+	return nil
+}
+
+// dropped fails the proposals made here that the leader refused.
+func (l *loop) dropped(ents []core.Entry) {
+	n := l.n
+	for i := range ents {
+		if origin, req, ok := proposer(&ents[i]); ok && origin == n.cfg.ID {
 			n.finishReq(req, nil, fmt.Errorf("%w: the leader refused it", ErrProposalDropped))
 		}
 	}
-	l.r.Advance(rd)
-	return nil
 }
 
 // save writes rd to the log store and counts what it wrote.
@@ -708,6 +820,7 @@ func (n *Node) notLeader() error {
 // past the oldest snapshot kept (so falling back to it leaves no gap).
 func (l *loop) recordSnapshot(meta core.SnapshotMeta, members []byte) error {
 	n := l.n
+	defer l.st.refresh() // the first index may move
 	cur, err := n.store.Snapshot()
 	if err != nil {
 		return fmt.Errorf("node: read log: %w", err)

@@ -71,6 +71,8 @@ type Node struct {
 	// recordC carries a written snapshot from the apply goroutine to the
 	// loop; size 1, and the applier asks again only once answered.
 	recordC chan recordRequest
+	// savedC carries the result of the loop's background write.
+	savedC chan error
 
 	reports reports
 
@@ -150,6 +152,7 @@ func newNode(cfg Config) (*Node, bootState, error) {
 		ctlC:      make(chan func()),
 		applyC:    make(chan applyTask, applyQueue),
 		recordC:   make(chan recordRequest, 1),
+		savedC:    make(chan error, 1),
 		stopC:     make(chan struct{}),
 		done:      make(chan struct{}),
 		pending:   make(map[uint64]*proposal),

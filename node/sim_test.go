@@ -76,6 +76,9 @@ func TestSimulationReplays(t *testing.T) {
 	if a.stats.acked == 0 {
 		t.Fatal("no operation was acknowledged")
 	}
+	if a.stats.duringWrite == 0 {
+		t.Fatal("no entry was applied during its node's write: the background write path went untested")
+	}
 }
 
 // runSim runs one seed: a fault phase of d, then the liveness phase; the
@@ -108,6 +111,9 @@ func runSim(t *testing.T, seed uint64, d time.Duration) (s *sim) {
 
 type simStats struct {
 	seeds, events, ops, acked, unknown, crashes, torn, damaged, pauses, partitions, confs, transfers, snapsSent, snapsTaken int
+	// duringWrite counts the entries handed to the applier while their
+	// node's own log write was under way (from core's partial Readys).
+	duringWrite int
 }
 
 func (a *simStats) add(b simStats) {
@@ -125,11 +131,12 @@ func (a *simStats) add(b simStats) {
 	a.transfers += b.transfers
 	a.snapsSent += b.snapsSent
 	a.snapsTaken += b.snapsTaken
+	a.duringWrite += b.duringWrite
 }
 
 func (a simStats) String() string {
-	return fmt.Sprintf("%d events, %d operations checked (%d writes acknowledged, %d of unknown outcome), %d crashes (%d during a write, %d with the newest snapshot damaged), %d pauses, %d partitions, %d membership changes, %d transfers, %d snapshots sent, %d taken",
-		a.events, a.ops, a.acked, a.unknown, a.crashes, a.torn, a.damaged, a.pauses, a.partitions, a.confs, a.transfers, a.snapsSent, a.snapsTaken)
+	return fmt.Sprintf("%d events, %d operations checked (%d writes acknowledged, %d of unknown outcome), %d crashes (%d during a write, %d with the newest snapshot damaged), %d pauses, %d partitions, %d membership changes, %d transfers, %d snapshots sent, %d taken, %d entries applied during their node's write",
+		a.events, a.ops, a.acked, a.unknown, a.crashes, a.torn, a.damaged, a.pauses, a.partitions, a.confs, a.transfers, a.snapsSent, a.snapsTaken, a.duringWrite)
 }
 
 type simEvent struct {
@@ -313,6 +320,9 @@ func (s *sim) start(sn *simNode) {
 	sn.n, sn.l, sn.kv, sn.tr, sn.applyQ = n, l, kv, tr, nil
 	s.tracef("start %d (incarnation %d, applied %d, commit %d)", sn.id, inc, boot.applied, boot.commit)
 	l.handoff = func(t applyTask) {
+		if l.writing {
+			s.stats.duringWrite += len(t.entries)
+		}
 		sn.applyQ = append(sn.applyQ, t)
 		if len(sn.applyQ) == 1 {
 			s.onNodeAfter(s.applyDelay(), sn, inc, func() { s.applyOne(sn, inc) })
@@ -325,8 +335,22 @@ func (s *sim) start(sn *simNode) {
 			a.onWritten(<-a.written)
 		})
 	}
+	l.write = func(rd core.Ready) {
+		// The write takes disk time, during which the node goes on.
+		s.onNodeAfter(s.logWriteDelay(), sn, inc, func() {
+			if err := l.onSaved(l.save(rd)); err != nil {
+				n.fail(err)
+			}
+		})
+	}
 	a.record = func(rr recordRequest) {
-		s.onNodeAfter(s.applyDelay(), sn, inc, func() {
+		var try func()
+		try = func() {
+			if l.writing {
+				// The loop records a snapshot between writes.
+				s.onNodeAfter(s.applyDelay(), sn, inc, try)
+				return
+			}
 			rr.result <- l.recordSnapshot(rr.meta, rr.members)
 			s.onNodeAfter(s.applyDelay(), sn, inc, func() {
 				if err := a.onRecorded(<-a.recording); err != nil {
@@ -335,7 +359,8 @@ func (s *sim) start(sn *simNode) {
 					s.stats.snapsTaken++
 				}
 			})
-		})
+		}
+		s.onNodeAfter(s.applyDelay(), sn, inc, try)
 	}
 	s.onNodeAfter(0, sn, inc, a.begin)
 	s.tick(sn, inc)
@@ -467,6 +492,15 @@ func (s *sim) applyDelay() time.Duration {
 
 func (s *sim) diskDelay() time.Duration {
 	return time.Duration(1+s.rng.IntN(30)) * time.Millisecond
+}
+
+// logWriteDelay is how long a log write and its fsync take: mostly a
+// fraction of a millisecond, now and then a stall of the disk.
+func (s *sim) logWriteDelay() time.Duration {
+	if s.rng.IntN(50) == 0 {
+		return time.Duration(20+s.rng.IntN(180)) * time.Millisecond
+	}
+	return time.Duration(100+s.rng.IntN(2900)) * time.Microsecond
 }
 
 func (s *sim) netDelay() time.Duration {

@@ -12,6 +12,12 @@ import (
 
 // LogStore is the durable log a node writes and core reads. *wal.Log is
 // one; an application may bring its own.
+//
+// The node calls Save on a goroutine of its own, one Save at a time, while
+// its loop may go on reading (core.Storage's methods) from another: a store
+// must allow reads during a Save. The loop reads only entries that earlier
+// Saves wrote, and serves the newest from a cache of its own. SetSnapshot
+// and Compact are never called during a Save.
 type LogStore interface {
 	core.Storage
 	// Save persists what rd asks for, in order: rd.Snapshot's metadata

@@ -1,0 +1,157 @@
+package node
+
+import "github.com/stepraft/stepraft/core"
+
+// entryCacheBytes bounds the payload the entry cache holds.
+const entryCacheBytes = 1 << 20
+
+// coreStorage is the log store as core reads it. Its snapshot carries the
+// member addresses in Data, for MsgSnap. It keeps the newest entries
+// written, and the first and last index, in memory: core reads them for
+// every batch it sends and applies, and the log store would decode them
+// again, and would make core wait for the write under way (which holds the
+// store) when the loop writes in the background.
+type coreStorage struct {
+	LogStore
+	l *loop
+
+	// first and last are the store's, as of the last write or snapshot
+	// recorded; known is false until they are read.
+	first, last Index
+	known       bool
+	// ents are entries the store holds, contiguous from ents[0].Index up
+	// to at most last; bytes is their payload.
+	ents  []core.Entry
+	bytes int
+}
+
+// refresh reads the store's first and last index again. The loop calls it
+// when no write is under way, after each one and after compaction.
+func (s *coreStorage) refresh() {
+	first, err1 := s.LogStore.FirstIndex()
+	last, err2 := s.LogStore.LastIndex()
+	s.first, s.last, s.known = first, last, err1 == nil && err2 == nil
+	if !s.known || len(s.ents) == 0 {
+		return
+	}
+	// Drop what the store no longer holds at either end.
+	if s.ents[0].Index < first {
+		s.drop(int(min(first-s.ents[0].Index, Index(len(s.ents)))))
+	}
+	if n := len(s.ents); n > 0 && s.ents[n-1].Index > last {
+		s.truncate(last + 1)
+	}
+}
+
+// written records the entries of a Ready the store has just written.
+func (s *coreStorage) written(rd core.Ready) {
+	if !rd.Snapshot.IsEmpty() {
+		s.truncate(0)
+	}
+	if len(rd.Entries) == 0 {
+		return
+	}
+	from := rd.Entries[0].Index
+	if n := len(s.ents); n == 0 || from < s.ents[0].Index || from > s.ents[n-1].Index+1 {
+		s.truncate(0)
+	} else {
+		s.truncate(from)
+	}
+	for i := range rd.Entries {
+		s.bytes += len(rd.Entries[i].Data)
+	}
+	s.ents = append(s.ents, rd.Entries...)
+	if s.bytes > entryCacheBytes {
+		k, b := 0, s.bytes
+		for k < len(s.ents)-1 && b > entryCacheBytes {
+			b -= len(s.ents[k].Data)
+			k++
+		}
+		s.drop(k)
+	}
+}
+
+// truncate drops the cached entries from index i on (all for 0).
+func (s *coreStorage) truncate(i Index) {
+	k := 0
+	if len(s.ents) > 0 && i > s.ents[0].Index {
+		k = int(min(i-s.ents[0].Index, Index(len(s.ents))))
+	}
+	for j := k; j < len(s.ents); j++ {
+		s.bytes -= len(s.ents[j].Data)
+	}
+	clear(s.ents[k:])
+	s.ents = s.ents[:k]
+}
+
+// drop drops the first k cached entries; the array is copied when most of
+// it is dead, so that it does not keep old payloads alive.
+func (s *coreStorage) drop(k int) {
+	for j := 0; j < k; j++ {
+		s.bytes -= len(s.ents[j].Data)
+	}
+	rest := s.ents[k:]
+	if len(rest) < cap(s.ents)/2 {
+		s.ents = append(make([]core.Entry, 0, 2*len(rest)+16), rest...)
+	} else {
+		clear(s.ents[:k])
+		s.ents = rest
+	}
+}
+
+// cached returns the position of index i in ents, if cached and held.
+func (s *coreStorage) cached(i Index) (int, bool) {
+	if !s.known || len(s.ents) == 0 || i < s.first || i > s.last || i < s.ents[0].Index {
+		return 0, false
+	}
+	k := int(i - s.ents[0].Index)
+	return k, k < len(s.ents)
+}
+
+func (s *coreStorage) Entries(lo, hi Index, maxBytes uint64) ([]core.Entry, error) {
+	a, ok1 := s.cached(lo)
+	_, ok2 := s.cached(hi - 1)
+	if !ok1 || !ok2 || hi <= lo {
+		return s.LogStore.Entries(lo, hi, maxBytes)
+	}
+	// The same cut as the store's: the first entry always, then while the
+	// payload stays within maxBytes.
+	b, size := a, uint64(0)
+	for b < a+int(hi-lo) {
+		size += uint64(len(s.ents[b].Data))
+		if b > a && size > maxBytes {
+			break
+		}
+		b++
+	}
+	return s.ents[a:b:b], nil
+}
+
+func (s *coreStorage) Term(i Index) (core.Term, error) {
+	if k, ok := s.cached(i); ok {
+		return s.ents[k].Term, nil
+	}
+	return s.LogStore.Term(i)
+}
+
+func (s *coreStorage) FirstIndex() (Index, error) {
+	if s.known {
+		return s.first, nil
+	}
+	return s.LogStore.FirstIndex()
+}
+
+func (s *coreStorage) LastIndex() (Index, error) {
+	if s.known {
+		return s.last, nil
+	}
+	return s.LogStore.LastIndex()
+}
+
+func (s *coreStorage) Snapshot() (core.Snapshot, error) {
+	snap, err := s.LogStore.Snapshot()
+	if err == nil && snap.Data == nil {
+		snap.Data = s.l.snapData[snap.Meta.Index]
+	}
+	return snap, err
+}
