@@ -20,6 +20,10 @@ type raftLog struct {
 	applied  Index
 	// maxApplyBytes bounds the committed entries handed out per Ready.
 	maxApplyBytes uint64
+	// durableTo is, while a Ready is outstanding, the last index whose
+	// entry earlier writes made durable and that this log still holds:
+	// set by Ready, lowered when an append replaces entries at or below it.
+	durableTo Index
 }
 
 func newLog(storage Storage, maxApplyBytes uint64) (*raftLog, error) {
@@ -147,6 +151,7 @@ func (l *raftLog) append(ents ...Entry) Index {
 	if after := ents[0].Index - 1; after < l.committed {
 		panicf("append after %d is below commit %d", after, l.committed)
 	}
+	l.durableTo = min(l.durableTo, ents[0].Index-1)
 	l.unstable.truncateAndAppend(ents)
 	return l.lastIndex()
 }
@@ -256,14 +261,14 @@ func (l *raftLog) nextCommittedEnts() []Entry {
 	return ents
 }
 
-// stableCommitted returns the last committed index whose entry storage
-// already holds (a write under way does not count), or 0 while an incoming
-// snapshot is not yet in place.
+// stableCommitted returns, while a Ready is outstanding, the last
+// committed index whose entry earlier writes made durable (the write under
+// way does not count), or 0 while an incoming snapshot is not in place.
 func (l *raftLog) stableCommitted() Index {
 	if l.unstable.snapshot != nil || l.applying+1 < l.firstIndex() {
 		return 0
 	}
-	return min(l.committed, l.unstable.offset-1)
+	return min(l.committed, l.durableTo)
 }
 
 func (l *raftLog) appliedTo(i Index) {

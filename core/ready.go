@@ -82,10 +82,18 @@ func (r *Raft) Ready() Ready {
 		// Committed entries wait until an incoming snapshot is in place.
 		rd.CommittedEntries = r.log.nextCommittedEnts()
 	}
+	// What earlier writes made durable: everything before this Ready's
+	// entries (all handed out before were written), nothing with a
+	// snapshot.
+	r.log.durableTo = r.log.lastIndex()
 	if n := len(rd.Entries); n > 0 {
 		last := rd.Entries[n-1]
 		r.inProgressEntry = entryID{term: last.Term, index: last.Index}
 		rd.MustSync = true
+		r.log.durableTo = rd.Entries[0].Index - 1
+	}
+	if !rd.Snapshot.IsEmpty() {
+		r.log.durableTo = 0
 	}
 	if n := len(rd.CommittedEntries); n > 0 {
 		r.log.applying = rd.CommittedEntries[n-1].Index
@@ -172,7 +180,7 @@ func (r *Raft) PartialReady() Ready {
 	}
 	// The host applied the outstanding Ready's committed entries that were
 	// durable already before it asked (see the package doc).
-	if a := min(r.log.applying, r.log.unstable.offset-1); r.log.unstable.snapshot == nil && a > r.log.applied {
+	if a := min(r.log.applying, r.log.durableTo); a > r.log.applied {
 		r.log.appliedTo(a)
 	}
 	if r.bcastPending {
@@ -209,6 +217,13 @@ func (r *Raft) PartialReady() Ready {
 	r.droppedProps = nil
 	return rd
 }
+
+// LogTerm returns the term of entry i of this node's log as core holds it:
+// written, being written, or not yet handed out for writing (a host that
+// writes in the background keeps stepping, and a node may campaign on
+// entries it holds only in memory, as it may send them). It returns
+// ErrCompacted below the log and ErrUnavailable past it.
+func (r *Raft) LogTerm(i Index) (Term, error) { return r.log.term(i) }
 
 // reduceUncommittedSize releases the payload of committed entries from the
 // leader's uncommitted budget. Only entries of our term were counted in it.

@@ -45,11 +45,6 @@ type Node struct {
 	// pendingApplied counts the pending Ready's committed entries applied
 	// before its write (see ApplyPartial).
 	pendingApplied int
-	// sent holds the entry last sent at each index in a MsgApp: a leader
-	// sends entries from memory that it has not yet handed out for its
-	// own write (PartialReady), and they may commit on its followers'
-	// acknowledgements alone.
-	sent map[core.Index]core.Entry
 	// syncedHard is the hard state as of the last write that was synced;
 	// unsynced is set when a later write was not (Ready.MustSync false).
 	syncedHard core.HardState
@@ -378,7 +373,6 @@ func (n *Node) Crash() {
 	n.Down = true
 	n.pending = nil
 	n.Raft = nil
-	n.sent = nil
 }
 
 // CrashLosingUnsynced crashes the node as a power failure would: on top of
@@ -443,14 +437,6 @@ func (c *Cluster) restart(id core.NodeID, fromSnapshot bool) error {
 
 func (c *Cluster) send(m core.Message) {
 	c.Net = append(c.Net, m)
-	if n := c.nodes[m.From]; n != nil && m.Type == core.MsgApp {
-		if n.sent == nil {
-			n.sent = map[core.Index]core.Entry{}
-		}
-		for _, e := range m.Entries {
-			n.sent[e.Index] = e
-		}
-	}
 }
 
 // Partition cuts every link between the groups; nodes not named keep their

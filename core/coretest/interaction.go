@@ -56,6 +56,10 @@ package coretest
 //	                            vote and our own append acknowledgement wait.
 //	finish-ready [N...]         persist, send responses, apply and Advance a
 //	                            Ready taken with "early".
+//	partial-ready [N...]        while a Ready taken with "early" is pending:
+//	                            apply its committed entries below its
+//	                            Entries, take PartialReady, send its requests
+//	                            and apply its committed entries.
 //	deliver-msgs [from=..] [to=..] [type=..] [count=K]
 //	                            deliver messages in flight (grouped by receiver,
 //	                            in order per receiver) and print each, with the
@@ -180,6 +184,7 @@ func NewInteraction() *Interaction {
 		"transfer-leadership": (*Interaction).cmdTransferLeadership,
 		"process-ready":       (*Interaction).cmdProcessReady,
 		"finish-ready":        (*Interaction).cmdFinishReady,
+		"partial-ready":       (*Interaction).cmdPartialReady,
 		"deliver-msgs":        (*Interaction).cmdDeliver,
 		"drop":                (*Interaction).cmdDrop,
 		"net":                 (*Interaction).cmdNet,
@@ -652,6 +657,29 @@ func (in *Interaction) cmdProcessReady(t *testing.T, d *datadriven.TestData) err
 				in.Printf("> %d has no Ready\n", id)
 			}
 		}
+	}
+	return nil
+}
+
+func (in *Interaction) cmdPartialReady(t *testing.T, d *datadriven.TestData) error {
+	for _, id := range in.nodeArgs(t, d) {
+		n := in.C.Node(id)
+		applied := len(n.Applied)
+		rd, ok, err := n.ApplyPartial(in.C)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			in.Printf("> %d has no partial Ready\n", id)
+			continue
+		}
+		in.Printf("> %d handling partial Ready (write still pending)\n", id)
+		in.indent = "  "
+		if early := len(n.Applied) - applied - len(rd.CommittedEntries); early > 0 {
+			in.Printf("applied before the write: %d..%d\n", n.Applied[applied].Index, n.Applied[applied+early-1].Index)
+		}
+		in.Printf("%s", core.DescribeReady(rd))
+		in.indent = ""
 	}
 	return nil
 }

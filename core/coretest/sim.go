@@ -1299,6 +1299,7 @@ func (s *Sim) checkCommitDurable() error {
 			term = s.committed[i].e.Term
 		} else {
 			e, ok, err := nodeEntry(who, i)
+			e, ok, _ = s.memEntry(who, i, e, ok)
 			if err != nil || !ok || e.Index == 0 {
 				return fmt.Errorf("node %d has commit %d but cannot show entry %d (held %t, err %v)", who.ID, top, i, ok, err)
 			}
@@ -1345,11 +1346,12 @@ func (s *Sim) checkCommitDurable() error {
 // exactly, but it is at most the highest leader term seen when the entry
 // was first applied; entries with a lower bound are checked.
 //
-// The leader's log is read as its durable log overlaid with the entries of
-// its pending early Ready: a candidate can win on the votes of others
-// alone while the Ready that carries its log (and its vote requests) is
-// still being written. Every entry it held when it campaigned is in one or
-// the other, and a leader never cuts its log.
+// The leader's log is read as core holds it (memEntry): its durable log
+// overlaid with the entries of its pending early Ready and, where core's
+// memory differs, core's own terms. A candidate can win on the votes of
+// others alone while the Ready that carries its log is still being
+// written, or before it is even taken (partial Readys); a leader never
+// cuts its log.
 func (s *Sim) checkLeaderComplete(n *Node, term core.Term) error {
 	k := leaderKey{n.ID, term}
 	from := s.leadChecked[k] + 1
@@ -1363,6 +1365,7 @@ func (s *Sim) checkLeaderComplete(n *Node, term core.Term) error {
 			continue
 		}
 		e, ok, err := nodeEntry(n, i)
+		e, ok, known := s.memEntry(n, i, e, ok)
 		switch {
 		case err != nil:
 			return fmt.Errorf("leader %d: read entry %d: %w", n.ID, i, err)
@@ -1371,7 +1374,7 @@ func (s *Sim) checkLeaderComplete(n *Node, term core.Term) error {
 				n.ID, term, core.DescribeEntry(c.e), c.bound)
 		case e.Index == 0:
 			// Compacted into a snapshot.
-		case e.Term != c.e.Term || string(e.Data) != string(c.e.Data):
+		case e.Term != c.e.Term || (known && string(e.Data) != string(c.e.Data)):
 			return fmt.Errorf("leader completeness: leader %d of term %d holds %s where %s was committed by term %d",
 				n.ID, term, core.DescribeEntry(e), core.DescribeEntry(c.e), c.bound)
 		}
@@ -1387,7 +1390,7 @@ func nodeEntry(n *Node, i core.Index) (core.Entry, bool, error) {
 	if n.pending != nil {
 		if ents := n.pending.Entries; len(ents) > 0 && i >= ents[0].Index {
 			if i > ents[len(ents)-1].Index {
-				return sentEntry(n, i)
+				return core.Entry{}, false, nil
 			}
 			return ents[i-ents[0].Index], true, nil
 		}
@@ -1396,7 +1399,7 @@ func nodeEntry(n *Node, i core.Index) (core.Entry, bool, error) {
 		return core.Entry{}, true, nil
 	}
 	if last, _ := n.Storage.LastIndex(); i > last {
-		return sentEntry(n, i)
+		return core.Entry{}, false, nil
 	}
 	ents, err := n.Storage.Entries(i, i+1, 1<<62)
 	if err != nil {
@@ -1405,12 +1408,24 @@ func nodeEntry(n *Node, i core.Index) (core.Entry, bool, error) {
 	return ents[0], true, nil
 }
 
-// sentEntry returns the entry a leader last sent at i, for one it holds
-// only in memory: sent before its own write, and committed by its
-// followers' writes.
-func sentEntry(n *Node, i core.Index) (core.Entry, bool, error) {
-	e, ok := n.sent[i]
-	return e, ok, nil
+// memEntry returns entry i of n's log as core holds it in memory, where it
+// differs from what is written or being written: with partial Readys a
+// node steps messages during its write, and may campaign on, send and see
+// committed entries it has not yet handed out for writing. known is false
+// when no Ready ever carried the entry, so its command is not known here
+// (only its term).
+func (s *Sim) memEntry(n *Node, i core.Index, e core.Entry, ok bool) (_ core.Entry, _ bool, known bool) {
+	if n.Raft == nil {
+		return e, ok, true
+	}
+	t, err := n.Raft.LogTerm(i)
+	if err != nil || (ok && (e.Index == 0 || e.Term == t)) {
+		return e, ok, true
+	}
+	if r, found := s.ents[entryKey{i, t}]; found {
+		return core.Entry{Index: i, Term: t, Type: r.typ, Data: []byte(r.data)}, true, true
+	}
+	return core.Entry{Index: i, Term: t}, true, false
 }
 
 // checkDurableLogs compares every pair of durable logs in full: where they
