@@ -49,11 +49,12 @@
 // there is no snapshot) are already durable here, from earlier writes, so
 // it may apply them before the write completes. While the write is under
 // way, HasPartialReady and PartialReady hand out what does not depend on
-// it: requests to send, read states, dropped proposals, and entries that
-// became committed meanwhile and that an earlier write made durable (a
-// leader learns of a follower's acknowledgement during its own next
-// write, and applies without waiting for it). Responses produced meanwhile
-// wait for the next Ready, whose write they promise.
+// it: requests to send, read states, dropped proposals, a new leader or
+// role, and entries that became committed meanwhile and that an earlier
+// write made durable (a leader learns of a follower's acknowledgement
+// during its own next write, and applies without waiting for it).
+// Responses produced meanwhile wait for the next Ready, whose write they
+// promise.
 //
 // # Bootstrap and restart
 //

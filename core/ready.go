@@ -150,7 +150,7 @@ func (r *Raft) HasPartialReady() bool {
 	if !r.readyOutstanding {
 		return false
 	}
-	if r.bcastPending || len(r.readStates) > 0 || len(r.droppedProps) > 0 {
+	if r.bcastPending || len(r.readStates) > 0 || len(r.droppedProps) > 0 || r.softState() != r.prevSoft {
 		return true
 	}
 	for i := range r.msgs {
@@ -164,9 +164,9 @@ func (r *Raft) HasPartialReady() bool {
 // PartialReady returns, while the last Ready's write is under way, the work
 // that does not depend on that write: messages that may leave at once (not
 // responses: those wait for the next Ready and its write), read states,
-// dropped proposals, and committed entries that an earlier write already
-// made durable here. It never holds entries to persist, a hard state, a
-// snapshot or a soft state change; those come in the next Ready.
+// dropped proposals, a new leader or role, and committed entries that an
+// earlier write already made durable here. It never holds entries to
+// persist, a hard state or a snapshot; those come in the next Ready.
 //
 // The host sends the messages and applies the committed entries at once,
 // after any committed entries of the outstanding Ready that lie below that
@@ -188,6 +188,10 @@ func (r *Raft) PartialReady() Ready {
 		r.bcastAppend()
 	}
 	rd := Ready{ReadStates: r.readStates, DroppedProposals: r.droppedProps}
+	if ss := r.softState(); ss != r.prevSoft {
+		rd.SoftState = &ss
+		r.prevSoft = ss
+	}
 	// Responses stay, in order, for the next Ready.
 	keep := r.msgs[:0]
 	for _, m := range r.msgs {

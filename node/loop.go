@@ -591,6 +591,17 @@ func (l *loop) finishReady(rd core.Ready, early int) error {
 func (l *loop) handlePartial() error {
 	n := l.n
 	rd := l.r.PartialReady()
+	if rd.SoftState != nil {
+		// A new leader or role is published at once (a node that won an
+		// election during its write leads from now); the term with it.
+		if l.r.Term != l.term {
+			l.term = l.r.Term
+			n.stateMu.Lock()
+			n.term = l.term
+			n.stateMu.Unlock()
+		}
+		l.softChanged(*rd.SoftState)
+	}
 	n.metrics.sent(rd.Messages)
 	n.tr.Send(rd.Messages)
 	if err := l.apply(rd.CommittedEntries, nil); err != nil {

@@ -229,7 +229,7 @@ func (n *Node) ApplyPartial(c *Cluster) (core.Ready, bool, error) {
 	}
 	n.pendingApplied = early
 	rd := n.Raft.PartialReady()
-	if len(rd.Entries) > 0 || !rd.HardState.IsEmpty() || !rd.Snapshot.IsEmpty() || rd.SoftState != nil || rd.MustSync {
+	if len(rd.Entries) > 0 || !rd.HardState.IsEmpty() || !rd.Snapshot.IsEmpty() || rd.MustSync {
 		return rd, true, fmt.Errorf("node %d: a partial Ready asks for a write or a state change:\n%s", n.ID, core.DescribeReady(rd))
 	}
 	for _, m := range rd.Messages {

@@ -783,6 +783,11 @@ func (s *Sim) actPartialReady() (string, bool, error) {
 	if err != nil {
 		return desc, true, err
 	}
+	if rd.SoftState != nil && rd.SoftState.Role == core.RoleLeader {
+		if err := s.sawLeader(n.ID, n.Raft.Term); err != nil {
+			return desc, true, err
+		}
+	}
 	if err := s.checkUncommitted(n, rd); err != nil {
 		return desc, true, err
 	}
