@@ -46,9 +46,9 @@
 //
 // A host that writes in the background goes further. The committed entries
 // of rd below rd.Entries[0].Index (all of them if rd.Entries is empty and
-// there is no snapshot) are already durable here, from earlier writes, so
-// it may apply them before the write completes. While the write is under
-// way, HasPartialReady and PartialReady hand out what does not depend on
+// there is no snapshot; rd.DurableCommitted) are already durable here,
+// from earlier writes, so it may apply them before the write completes.
+// While the write is under way, HasPartialReady and PartialReady hand out what does not depend on
 // it: requests to send, read states, dropped proposals, a new leader or
 // role, and entries that became committed meanwhile and that an earlier
 // write made durable (a leader learns of a follower's acknowledgement

@@ -250,13 +250,17 @@ func (l *raftLog) hasNextCommittedEnts() bool {
 // nextCommittedEnts returns the committed entries not yet handed out,
 // bounded by maxApplyBytes. Entries the host is persisting in the same
 // Ready are included: the contract persists before it applies.
-func (l *raftLog) nextCommittedEnts() []Entry {
-	if !l.hasNextCommittedEnts() {
+func (l *raftLog) nextCommittedEnts() []Entry { return l.committedEntsTo(l.committed) }
+
+// committedEntsTo returns the committed entries not yet handed out up to
+// index hi, bounded by maxApplyBytes.
+func (l *raftLog) committedEntsTo(hi Index) []Entry {
+	if hi <= l.applying || l.applying+1 < l.firstIndex() {
 		return nil
 	}
-	ents, err := l.slice(l.applying+1, l.committed+1, l.maxApplyBytes)
+	ents, err := l.slice(l.applying+1, hi+1, l.maxApplyBytes)
 	if err != nil {
-		panicf("committed entries [%d, %d] unavailable: %v", l.applying+1, l.committed, err)
+		panicf("committed entries [%d, %d] unavailable: %v", l.applying+1, hi, err)
 	}
 	return ents
 }

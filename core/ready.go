@@ -95,12 +95,7 @@ func (r *Raft) Ready() Ready {
 	if !rd.Snapshot.IsEmpty() {
 		r.log.durableTo = 0
 	}
-	if n := len(rd.CommittedEntries); n > 0 {
-		r.log.applying = rd.CommittedEntries[n-1].Index
-		if r.role == RoleLeader {
-			r.reduceUncommittedSize(rd.CommittedEntries)
-		}
-	}
+	r.handOut(rd.CommittedEntries)
 	r.log.unstable.acceptInProgress()
 	r.msgs = nil
 	r.readStates = nil
@@ -203,23 +198,39 @@ func (r *Raft) PartialReady() Ready {
 	}
 	clear(r.msgs[len(keep):])
 	r.msgs = keep
-	if hi := r.log.stableCommitted(); hi > r.log.applying {
-		ents, err := r.log.slice(r.log.applying+1, hi+1, r.log.maxApplyBytes)
-		if err != nil {
-			panicf("committed entries [%d, %d] unavailable: %v", r.log.applying+1, hi, err)
-		}
+	if ents := r.log.committedEntsTo(r.log.stableCommitted()); len(ents) > 0 {
 		rd.CommittedEntries = ents
-		last := ents[len(ents)-1].Index
-		r.log.applying = last
-		r.log.appliedTo(last)
-		if r.role == RoleLeader {
-			r.reduceUncommittedSize(ents)
-		}
+		r.handOut(ents)
+		r.log.appliedTo(r.log.applying)
 		r.maybeAutoLeave()
 	}
 	r.readStates = nil
 	r.droppedProps = nil
 	return rd
+}
+
+// DurableCommitted returns the committed entries of rd that earlier writes
+// made durable: those below rd.Entries[0].Index, all of them if rd carries
+// no entries. A host that writes in the background may apply them before
+// rd's write completes (see the package doc).
+func (rd *Ready) DurableCommitted() []Entry {
+	c := rd.CommittedEntries
+	if len(rd.Entries) == 0 || len(c) == 0 {
+		return c
+	}
+	// Committed entries are contiguous: the prefix is found by index.
+	k := max(0, min(len(c), int(rd.Entries[0].Index)-int(c[0].Index)))
+	return c[:k]
+}
+
+// handOut marks committed entries as handed to the host for applying.
+func (r *Raft) handOut(ents []Entry) {
+	if n := len(ents); n > 0 {
+		r.log.applying = ents[n-1].Index
+		if r.role == RoleLeader {
+			r.reduceUncommittedSize(ents)
+		}
+	}
 }
 
 // LogTerm returns the term of entry i of this node's log as core holds it:

@@ -26,7 +26,8 @@ type coreStorage struct {
 }
 
 // refresh reads the store's first and last index again. The loop calls it
-// when no write is under way, after each one and after compaction.
+// when no write is under way: at start, after a snapshot is installed or
+// recorded, and after compaction.
 func (s *coreStorage) refresh() {
 	first, err1 := s.LogStore.FirstIndex()
 	last, err2 := s.LogStore.LastIndex()
@@ -43,14 +44,18 @@ func (s *coreStorage) refresh() {
 	}
 }
 
-// written records the entries of a Ready the store has just written.
+// written records the entries of a Ready the store has just written; the
+// last index is theirs (the first may have replaced a suffix). After a
+// snapshot the store says where its log now starts and ends.
 func (s *coreStorage) written(rd core.Ready) {
 	if !rd.Snapshot.IsEmpty() {
 		s.truncate(0)
+		s.refresh()
 	}
 	if len(rd.Entries) == 0 {
 		return
 	}
+	s.last = rd.Entries[len(rd.Entries)-1].Index
 	from := rd.Entries[0].Index
 	if n := len(s.ents); n == 0 || from < s.ents[0].Index || from > s.ents[n-1].Index+1 {
 		s.truncate(0)

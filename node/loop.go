@@ -53,11 +53,14 @@ type loop struct {
 	// proposals, sends requests and applies what core's partial Readys
 	// hand out. nil writes on the loop, in flush.
 	write func(rd core.Ready)
-	// writing is set while the write of inflight is under way; early is
-	// how many of its committed entries were applied when it started.
+	// writing is set while the write of inflight is under way.
 	writing  bool
 	inflight core.Ready
-	early    int
+	// recordWait is a snapshot to record that came during a write: it is
+	// recorded when the write ends, before the next one starts (under
+	// steady load one write follows another, and a snapshot waiting for
+	// an idle moment could wait for ever, and the log grow).
+	recordWait *recordRequest
 	// seen holds the forwarded proposals stepped lately.
 	seen seenProposals
 	// removedAt is the tick at which this node applied its own removal
@@ -190,9 +193,10 @@ func (n *Node) setMembers(m map[NodeID]string) {
 }
 
 // The loop is a step function. Each input is a method — tick, step,
-// propose, read, report, recordSnapshot — that changes core's state and
-// does no I/O; flush then handles every Ready core has: it writes the log,
-// sends messages and hands committed entries to handoff. run drives it
+// propose, read, report, recordSnapshot, onSaved — that changes core's
+// state and does no I/O; flush then handles every Ready core has: it writes
+// the log (or starts the background write), sends messages and hands
+// committed entries to handoff. run drives it
 // with goroutines and channels; the simulator in this package's tests
 // drives the same methods from one seeded scheduler.
 
@@ -208,6 +212,7 @@ func (l *loop) flush() error {
 			return nil
 		}
 		if !l.r.HasReady() {
+			l.batchBytes = 0 // nothing taken waits for a Ready
 			return nil
 		}
 		if err := l.handleReady(); err != nil {
@@ -233,15 +238,11 @@ func (l *loop) run() {
 			return
 		}
 		start := l.proposalsTaken
-		// While a write is under way: proposals wait once MaxBatchBytes
-		// are taken for the next Ready, and a snapshot is recorded after
-		// the write (both change the store).
-		propC, recordC := n.propC, n.recordC
-		if l.writing {
-			recordC = nil
-			if l.batchFull() {
-				propC = nil
-			}
+		// While a write is under way, proposals wait once MaxBatchBytes
+		// are taken for the next Ready.
+		propC := n.propC
+		if l.writing && l.batchFull() {
+			propC = nil
 		}
 		select {
 		case <-n.stopC:
@@ -261,8 +262,8 @@ func (l *loop) run() {
 			l.stepAll(m)
 		case f := <-n.ctlC:
 			f()
-		case rr := <-recordC:
-			rr.result <- l.recordSnapshot(rr.meta, rr.members)
+		case rr := <-n.recordC:
+			l.onRecord(rr)
 		case <-n.reports.sig:
 			l.report()
 		}
@@ -500,11 +501,8 @@ func (l *loop) handleReady() error {
 	n := l.n
 	rd := l.r.Ready()
 	l.batchBytes = 0 // what was taken goes into this Ready
-	if rd.HardState.Term != 0 && rd.HardState.Term != l.term {
-		l.term = rd.HardState.Term
-		n.stateMu.Lock()
-		n.term = l.term
-		n.stateMu.Unlock()
+	if rd.HardState.Term != 0 {
+		l.setTerm(rd.HardState.Term)
 	}
 	if rd.SoftState != nil {
 		l.softChanged(*rd.SoftState)
@@ -524,17 +522,10 @@ func (l *loop) handleReady() error {
 	if rd.MustSync && l.write != nil {
 		// The committed entries below the ones written are durable
 		// already (core's contract): they are applied now.
-		early := len(rd.CommittedEntries)
-		if len(rd.Entries) > 0 {
-			early = 0
-			for early < len(rd.CommittedEntries) && rd.CommittedEntries[early].Index < rd.Entries[0].Index {
-				early++
-			}
-		}
-		if err := l.apply(rd.CommittedEntries[:early], nil); err != nil {
+		if err := l.apply(rd.DurableCommitted(), nil); err != nil {
 			return err
 		}
-		l.writing, l.inflight, l.early = true, rd, early
+		l.writing, l.inflight = true, rd
 		l.write(rd)
 		return nil
 	}
@@ -544,14 +535,42 @@ func (l *loop) handleReady() error {
 	return l.finishReady(rd, 0)
 }
 
-// onSaved finishes the Ready whose background write ended with err.
+// setTerm publishes the term core is in.
+func (l *loop) setTerm(t core.Term) {
+	if t != l.term {
+		l.term = t
+		l.n.stateMu.Lock()
+		l.n.term = t
+		l.n.stateMu.Unlock()
+	}
+}
+
+// onSaved finishes the Ready whose background write ended with err, and
+// records the snapshot that waited for it.
 func (l *loop) onSaved(err error) error {
-	rd, early := l.inflight, l.early
-	l.writing, l.inflight, l.early = false, core.Ready{}, 0
+	rd := l.inflight
+	l.writing, l.inflight = false, core.Ready{}
 	if err != nil {
 		return err
 	}
-	return l.finishReady(rd, early)
+	if err := l.finishReady(rd, len(rd.DurableCommitted())); err != nil {
+		return err
+	}
+	if rr := l.recordWait; rr != nil {
+		l.recordWait = nil
+		l.onRecord(*rr)
+	}
+	return nil
+}
+
+// onRecord answers a request to record a snapshot the applier wrote; during
+// a write (recording changes the log store) it waits for the write to end.
+func (l *loop) onRecord(rr recordRequest) {
+	if l.writing {
+		l.recordWait = &rr
+		return
+	}
+	rr.result <- l.recordSnapshot(rr.meta, rr.members)
 }
 
 // finishReady does what waits for a Ready's write: it sends the responses,
@@ -560,7 +579,6 @@ func (l *loop) onSaved(err error) error {
 func (l *loop) finishReady(rd core.Ready, early int) error {
 	n := l.n
 	l.st.written(rd)
-	l.st.refresh()
 	later := l.later[:0]
 	for _, m := range rd.Messages {
 		if m.Type.IsResponse() {
@@ -594,12 +612,7 @@ func (l *loop) handlePartial() error {
 	if rd.SoftState != nil {
 		// A new leader or role is published at once (a node that won an
 		// election during its write leads from now); the term with it.
-		if l.r.Term != l.term {
-			l.term = l.r.Term
-			n.stateMu.Lock()
-			n.term = l.term
-			n.stateMu.Unlock()
-		}
+		l.setTerm(l.r.Term)
 		l.softChanged(*rd.SoftState)
 	}
 	n.metrics.sent(rd.Messages)

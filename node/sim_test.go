@@ -344,23 +344,25 @@ func (s *sim) start(sn *simNode) {
 		})
 	}
 	a.record = func(rr recordRequest) {
-		var try func()
-		try = func() {
-			if l.writing {
-				// The loop records a snapshot between writes.
-				s.onNodeAfter(s.applyDelay(), sn, inc, try)
-				return
-			}
-			rr.result <- l.recordSnapshot(rr.meta, rr.members)
-			s.onNodeAfter(s.applyDelay(), sn, inc, func() {
-				if err := a.onRecorded(<-a.recording); err != nil {
+		// The loop answers at once, or when its write ends: the applier
+		// looks for the answer now and then, as its select would take it.
+		var answered func()
+		answered = func() {
+			select {
+			case err := <-a.recording:
+				if err := a.onRecorded(err); err != nil {
 					n.fail(err)
 				} else {
 					s.stats.snapsTaken++
 				}
-			})
+			default:
+				s.onNodeAfter(s.applyDelay(), sn, inc, answered)
+			}
 		}
-		s.onNodeAfter(s.applyDelay(), sn, inc, try)
+		s.onNodeAfter(s.applyDelay(), sn, inc, func() {
+			l.onRecord(rr)
+			s.onNodeAfter(s.applyDelay(), sn, inc, answered)
+		})
 	}
 	s.onNodeAfter(0, sn, inc, a.begin)
 	s.tick(sn, inc)

@@ -216,15 +216,8 @@ func (n *Node) ApplyPartial(c *Cluster) (core.Ready, bool, error) {
 	if n.Down || n.pending == nil || !n.Raft.HasPartialReady() {
 		return core.Ready{}, false, nil
 	}
-	pend := *n.pending
-	early := len(pend.CommittedEntries)
-	if len(pend.Entries) > 0 {
-		early = 0
-		for early < len(pend.CommittedEntries) && pend.CommittedEntries[early].Index < pend.Entries[0].Index {
-			early++
-		}
-	}
-	if err := n.applyDurable(pend.CommittedEntries[n.pendingApplied:early]); err != nil {
+	early := len(n.pending.DurableCommitted())
+	if err := n.applyDurable(n.pending.CommittedEntries[n.pendingApplied:early]); err != nil {
 		return core.Ready{}, true, err
 	}
 	n.pendingApplied = early
