@@ -27,16 +27,18 @@
 // A host may go faster where it is safe, as the Raft thesis (§10.2.1)
 // allows: messages that are requests (MsgApp, MsgSnap, MsgHeartbeat,
 // MsgVote, MsgPreVote, ...) may be sent before step 1 completes, in
-// parallel with the write. Messages for which Type.IsResponse() is true
-// (MsgAppResp, MsgVoteResp, MsgPreVoteResp, MsgHeartbeatResp,
-// MsgReadIndexResp) must wait until the write is durable: they promise
-// that it is.
+// parallel with the write, and so may the answers to heartbeats and to
+// forwarded reads (MsgHeartbeatResp, MsgReadIndexResp), which promise
+// nothing durable. Messages for which Type.IsResponse() is true
+// (MsgAppResp, MsgVoteResp, MsgPreVoteResp) must wait until the write is
+// durable: they promise that it is.
 //
 // A node's own vote and its own append acknowledgement are responses too.
 // Core counts a candidate's vote for itself, and a leader's match of its own
-// log, only when Advance reports the Ready that carried them durable. So a
-// leader never commits, and a candidate never wins, on state a crash could
-// take back.
+// log, only when Advance reports the Ready that carried them durable; and a
+// candidate that the others' votes elect while its own term is not yet
+// durable becomes leader only at that Advance. So a leader never commits,
+// and a candidate never leads, on state a crash could take back.
 //
 // Between Ready and Advance the host may keep calling Step, Tick and
 // Propose (the node package overlaps the next batch with the write), but

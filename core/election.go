@@ -144,12 +144,29 @@ func (r *Raft) poll(id NodeID, granted bool) VoteResult {
 	return r.voters.voteResult(r.votes)
 }
 
+// maybeLeadOnceDurable makes a candidate that won before its term was
+// durable the leader, now that Advance reported it durable.
+func (r *Raft) maybeLeadOnceDurable() {
+	if r.role == RoleCandidate && r.durableTerm == r.Term && r.voters.voteResult(r.votes) == VoteWon {
+		r.becomeLeader()
+	}
+}
+
 // handleVoteResp counts a (pre-)vote response in a (pre-)candidate.
 func (r *Raft) handleVoteResp(m Message) {
 	switch r.poll(m.From, !m.Reject) {
 	case VoteWon:
 		if r.role == RolePreCandidate {
 			r.campaign(RoleCandidate, false)
+			return
+		}
+		if r.durableTerm < r.Term {
+			// Won on others' votes, but our own term and vote are not
+			// durable yet (a host that writes in the background steps
+			// the answers meanwhile). A leader that crashed now would
+			// come back in the term before, could win this term again
+			// and write a second, different entry at an index where its
+			// followers keep the first. Advance makes us leader.
 			return
 		}
 		r.becomeLeader()

@@ -77,12 +77,17 @@ func (t MessageType) String() string {
 // MsgBeat). A local message arriving from the network is refused.
 func (t MessageType) IsLocal() bool { return t == MsgHup || t == MsgBeat }
 
-// IsResponse reports whether t answers another node's request. Under the
-// Ready contract a response may leave only after the Ready that produced it
-// has been made durable; requests may leave before.
+// IsResponse reports whether t is a response that promises the Ready that
+// produced it is durable: an append acknowledgement or a vote. Under the
+// Ready contract such a message may leave only after that Ready's write;
+// every other message may leave before. The answers to a heartbeat and to
+// a forwarded read promise nothing durable (a heartbeat's says "I am here
+// and know no later term", which is memory), so they leave at once, as
+// requests do: a follower whose disk stalls still shows its leader that it
+// is alive.
 func (t MessageType) IsResponse() bool {
 	switch t {
-	case MsgAppResp, MsgVoteResp, MsgPreVoteResp, MsgHeartbeatResp, MsgReadIndexResp:
+	case MsgAppResp, MsgVoteResp, MsgPreVoteResp:
 		return true
 	}
 	return false

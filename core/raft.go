@@ -89,8 +89,13 @@ type Raft struct {
 	readyOutstanding bool
 	inProgressEntry  entryID // last entry handed out for persisting
 	inProgressSnap   Index
+	inProgressTerm   Term // term of the hard state handed out, 0 if none
 	prevSoft         SoftState
 	prevHard         HardState
+	// durableTerm is the term of the last hard state made durable: found
+	// in storage at start, then reported by Advance. A candidate leads only
+	// once its term (and the vote for itself written with it) is durable.
+	durableTerm Term
 
 	logger *slog.Logger
 }
@@ -146,6 +151,7 @@ func New(cfg Config) (*Raft, error) {
 	}
 	r.becomeFollower(r.Term, None)
 	r.prevHard = r.hardState()
+	r.durableTerm = r.prevHard.Term
 	r.prevSoft = r.softState()
 	r.logger.Info("started", "term", uint64(r.Term), "commit", uint64(r.log.committed),
 		"applied", uint64(r.log.applied), "last_index", uint64(r.log.lastIndex()),

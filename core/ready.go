@@ -73,6 +73,7 @@ func (r *Raft) Ready() Ready {
 		rd.HardState = hs
 		rd.MustSync = (hs.Term != r.prevHard.Term || hs.Vote != r.prevHard.Vote) && mutant != "no_mustsync_hardstate"
 		r.prevHard = hs
+		r.inProgressTerm = hs.Term
 	}
 	if s := r.log.unstable.nextSnapshot(); s != nil {
 		rd.Snapshot = *s
@@ -130,6 +131,9 @@ func (r *Raft) Advance(rd Ready) {
 	if r.log.applying > r.log.applied {
 		r.log.appliedTo(r.log.applying)
 	}
+	if r.inProgressTerm != 0 {
+		r.durableTerm, r.inProgressTerm = r.inProgressTerm, 0
+	}
 	steps := r.stepsOnAdvance
 	r.stepsOnAdvance = nil
 	for _, m := range steps {
@@ -137,6 +141,7 @@ func (r *Raft) Advance(rd Ready) {
 			panicf("stepping our own %s: %v", m.Type, err)
 		}
 	}
+	r.maybeLeadOnceDurable()
 	r.maybeAutoLeave()
 }
 
