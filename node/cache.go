@@ -1,9 +1,17 @@
 package node
 
-import "github.com/stepraft/stepraft/core"
+import (
+	"unsafe"
 
-// entryCacheBytes bounds the payload the entry cache holds.
+	"github.com/stepraft/stepraft/core"
+)
+
+// entryCacheBytes bounds the memory the entry cache holds: payloads and
+// the entries themselves.
 const entryCacheBytes = 1 << 20
+
+// cachedSize is what an entry costs the cache.
+func cachedSize(e *core.Entry) int { return len(e.Data) + int(unsafe.Sizeof(*e)) }
 
 // coreStorage is the log store as core reads it. Its snapshot carries the
 // member addresses in Data, for MsgSnap. It keeps the newest entries
@@ -20,7 +28,7 @@ type coreStorage struct {
 	first, last Index
 	known       bool
 	// ents are entries the store holds, contiguous from ents[0].Index up
-	// to at most last; bytes is their payload.
+	// to at most last; bytes is their size (cachedSize).
 	ents  []core.Entry
 	bytes int
 }
@@ -63,13 +71,13 @@ func (s *coreStorage) written(rd core.Ready) {
 		s.truncate(from)
 	}
 	for i := range rd.Entries {
-		s.bytes += len(rd.Entries[i].Data)
+		s.bytes += cachedSize(&rd.Entries[i])
 	}
 	s.ents = append(s.ents, rd.Entries...)
 	if s.bytes > entryCacheBytes {
 		k, b := 0, s.bytes
 		for k < len(s.ents)-1 && b > entryCacheBytes {
-			b -= len(s.ents[k].Data)
+			b -= cachedSize(&s.ents[k])
 			k++
 		}
 		s.drop(k)
@@ -83,7 +91,7 @@ func (s *coreStorage) truncate(i Index) {
 		k = int(min(i-s.ents[0].Index, Index(len(s.ents))))
 	}
 	for j := k; j < len(s.ents); j++ {
-		s.bytes -= len(s.ents[j].Data)
+		s.bytes -= cachedSize(&s.ents[j])
 	}
 	clear(s.ents[k:])
 	s.ents = s.ents[:k]
@@ -93,7 +101,7 @@ func (s *coreStorage) truncate(i Index) {
 // it is dead, so that it does not keep old payloads alive.
 func (s *coreStorage) drop(k int) {
 	for j := 0; j < k; j++ {
-		s.bytes -= len(s.ents[j].Data)
+		s.bytes -= cachedSize(&s.ents[j])
 	}
 	rest := s.ents[k:]
 	if len(rest) < cap(s.ents)/2 {
