@@ -26,6 +26,7 @@ type proposal struct {
 	state atomic.Int32
 	ended atomic.Bool // a result was given (or the caller gave up)
 	done  chan result // size 1: the one result
+	born  uint64      // Node.clock when it was submitted
 	// Set by the loop when core takes it.
 	deadline uint64 // in loop ticks
 }
@@ -143,7 +144,8 @@ func (n *Node) failPending(err error) {
 // (the command was not and will not be committed), ErrOutcomeUnknown (it
 // may still commit; wrapping ctx's error if that ended the wait),
 // *NotLeaderError (a follower with DisableProposalForwarding), ErrTooLarge
-// or ErrStopped. It waits at most RequestTimeoutTicks, whatever ctx allows.
+// or ErrStopped. It waits at most RequestTimeoutTicks (and up to one tick
+// more), whatever ctx allows.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if len(cmd) > n.cfg.MaxCommandBytes {
 		return nil, fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, len(cmd), n.cfg.MaxCommandBytes)
@@ -201,24 +203,40 @@ func (n *Node) track(p *proposal) {
 }
 
 // submit queues p for the loop and waits for its result.
+//
+// The wait is on p.done and ctx alone: a caller does not set a timer of
+// its own or watch the node's stop channel (with hundreds of callers, a
+// timer each and a channel they all lock cost a good part of a
+// proposal's CPU). The expiry goroutine ends a proposal that waited
+// RequestTimeoutTicks, and every proposal when the node stops.
 func (n *Node) submit(ctx context.Context, p *proposal) (any, error) {
 	if n.stopping() {
 		return nil, n.stoppedErr()
 	}
+	p.born = n.clock.Load()
 	n.track(p)
-	timer := time.NewTimer(n.requestTimeout())
-	defer timer.Stop()
+	if n.stopping() {
+		// The node began to stop after the first check; its proposals
+		// may have been ended before p was tracked.
+		if n.forget(p) {
+			return nil, n.stoppedErr()
+		}
+		r := <-p.done
+		return r.val, r.err
+	}
 	select {
 	case n.propC <- p:
-	case <-ctx.Done():
-		n.forget(p)
-		return nil, fmt.Errorf("%w: %w", ErrProposalDropped, ctx.Err())
-	case <-timer.C:
-		n.forget(p)
-		return nil, fmt.Errorf("%w: the node is too busy to take it", ErrProposalDropped)
-	case <-n.stopC:
-		n.forget(p)
-		return nil, n.stoppedErr()
+	default:
+		// The queue is full: wait for room, a time-out or a stop (both
+		// come through p.done), or the caller.
+		select {
+		case n.propC <- p:
+		case r := <-p.done:
+			return r.val, r.err
+		case <-ctx.Done():
+			n.forget(p)
+			return nil, fmt.Errorf("%w: %w", ErrProposalDropped, ctx.Err())
+		}
 	}
 	var cause error
 	select {
@@ -226,23 +244,62 @@ func (n *Node) submit(ctx context.Context, p *proposal) (any, error) {
 		return r.val, r.err
 	case <-ctx.Done():
 		cause = ctx.Err()
-	case <-timer.C:
-		cause = fmt.Errorf("no result within %v", n.requestTimeout())
-	case <-n.stopC:
-		cause = n.stoppedErr()
 	}
 	if !n.forget(p) {
 		r := <-p.done // it ended just now
 		return r.val, r.err
-	}
-	if errors.Is(cause, ErrStopped) {
-		return nil, cause
 	}
 	if p.state.CompareAndSwap(propQueued, propCancelled) {
 		// The loop never took it: it cannot commit.
 		return nil, fmt.Errorf("%w: %w", ErrProposalDropped, cause)
 	}
 	return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, cause)
+}
+
+// expiry runs the clock that times proposals out, on a goroutine of its
+// own: the loop may be held up (by a slow state machine, through the
+// apply queue), and a caller must still get an answer. When the node
+// stops it ends every proposal at once.
+func (n *Node) expiry() {
+	t := time.NewTicker(n.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopC:
+			n.failPending(n.stoppedErr())
+			return
+		case <-t.C:
+			n.timeOutPending(n.clock.Add(1))
+		}
+	}
+}
+
+// timeOutPending ends the proposals submitted more than
+// RequestTimeoutTicks ticks of the clock before now.
+func (n *Node) timeOutPending(now uint64) {
+	limit := uint64(n.cfg.RequestTimeoutTicks)
+	n.pendMu.Lock()
+	var ps []*proposal
+	for _, p := range n.pending {
+		if now-p.born > limit {
+			ps = append(ps, p)
+		}
+	}
+	for _, p := range ps {
+		delete(n.pending, p.req)
+	}
+	n.pendMu.Unlock()
+	for _, p := range ps {
+		if !p.ended.CompareAndSwap(false, true) {
+			continue // a result or the caller came first
+		}
+		if p.state.CompareAndSwap(propQueued, propCancelled) {
+			// Never taken by core: it cannot commit.
+			p.done <- result{nil, fmt.Errorf("%w: not taken within %v (the node is too busy, or finds no leader)", ErrProposalDropped, n.requestTimeout())}
+			continue
+		}
+		p.done <- result{nil, fmt.Errorf("%w: no result within %v", ErrOutcomeUnknown, n.requestTimeout())}
+	}
 }
 
 // Read runs query on the state machine once it reflects every write

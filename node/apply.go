@@ -175,11 +175,14 @@ func (a *applier) do(t applyTask) error {
 			a.applyConf(confs[0])
 			confs = confs[1:]
 		} else if err := a.applyNormal(e); err != nil {
+			a.n.setApplied(a.applied)
 			return err
 		}
 		a.applied, a.term = e.Index, e.Term
-		a.n.setApplied(e.Index)
 	}
+	// Once per batch: each move of the applied index replaces a channel
+	// that readers wait on.
+	a.n.setApplied(a.applied)
 	return nil
 }
 

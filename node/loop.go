@@ -93,10 +93,14 @@ func (n *Node) startLoop(boot bootState) error {
 			f()
 		}()
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
 		l.run()
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.expiry()
 	}()
 	go func() {
 		defer n.wg.Done()

@@ -86,6 +86,9 @@ type Node struct {
 	// Requests waiting for their entries to apply, by request ID.
 	pendMu  sync.Mutex
 	pending map[uint64]*proposal
+	// clock counts the expiry goroutine's ticks; a proposal notes it when
+	// submitted, and times out RequestTimeoutTicks later.
+	clock   atomic.Uint64
 	reqBase uint64
 	nextReq atomic.Uint64
 

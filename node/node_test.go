@@ -626,3 +626,101 @@ func TestForwardingOffReturnsNotLeader(t *testing.T) {
 		t.Fatalf("2 MiB command: %v, want ErrTooLarge", err)
 	}
 }
+
+// stuckKV's Apply of a command for key "stuck" blocks until release is
+// closed, having said so on entered.
+type stuckKV struct {
+	*nodetest.KV
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stuckKV) Apply(index uint64, cmd []byte) any {
+	if string(cmd[1:6]) == "stuck" {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		<-s.release
+	}
+	return s.KV.Apply(index, cmd)
+}
+
+// newStuckCluster starts one node whose state machine is a stuckKV, with
+// a request timeout of timeoutTicks, and a proposal stuck in Apply.
+func newStuckCluster(t *testing.T, timeoutTicks int) (*node.Node, *stuckKV, chan error) {
+	sm := &stuckKV{KV: nodetest.NewKV(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	c := nodetest.NewCluster(t, 1, func(node.NodeID) node.StateMachine { return sm },
+		nodetest.Options{Config: func(cfg *node.Config) { cfg.RequestTimeoutTicks = timeoutTicks }})
+	t.Cleanup(func() {
+		select {
+		case <-sm.release:
+		default:
+			close(sm.release)
+		}
+	})
+	lead := c.WaitLeader()
+	stuckErr := make(chan error, 1)
+	go func() {
+		_, err := lead.Propose(context.Background(), nodetest.EncodePut("stuck", "1"))
+		stuckErr <- err
+	}()
+	select {
+	case <-sm.entered:
+	case <-time.After(nodetest.WaitTimeout):
+		t.Fatal("the stuck command was never applied")
+	}
+	return lead, sm, stuckErr
+}
+
+func TestProposeEndsWithinTheRequestTimeoutWhileApplyHangs(t *testing.T) {
+	lead, _, stuckErr := newStuckCluster(t, 10)
+	timeout := 10 * nodetest.TickInterval
+	start := time.Now()
+	_, err := lead.Propose(context.Background(), nodetest.EncodePut("later", "2"))
+	took := time.Since(start)
+	if !errors.Is(err, node.ErrOutcomeUnknown) {
+		t.Fatalf("Propose behind a hung Apply: %v, want ErrOutcomeUnknown", err)
+	}
+	// Timers never fire early; the clock may tick once more than asked.
+	if took < timeout/2 || took > 10*time.Second {
+		t.Fatalf("Propose behind a hung Apply took %v, want about %v", took, timeout)
+	}
+	if err := <-stuckErr; !errors.Is(err, node.ErrOutcomeUnknown) {
+		t.Fatalf("the stuck Propose: %v, want ErrOutcomeUnknown", err)
+	}
+}
+
+func TestStopEndsWaitingCallsAtOnce(t *testing.T) {
+	// A request timeout of 1,000 ticks (20 s): only the stop can end the
+	// calls in time.
+	lead, sm, stuckErr := newStuckCluster(t, 1000)
+	later := make(chan error, 1)
+	go func() {
+		_, err := lead.Propose(context.Background(), nodetest.EncodePut("later", "2"))
+		later <- err
+	}()
+	stopped := make(chan error, 1)
+	go func() { stopped <- lead.Stop() }()
+	// Stop waits for the apply goroutine, which is stuck; the callers do
+	// not wait for it.
+	for _, ch := range []chan error{stuckErr, later} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, node.ErrStopped) {
+				t.Fatalf("Propose on a stopping node: %v, want ErrStopped", err)
+			}
+		case <-time.After(nodetest.WaitTimeout):
+			t.Fatal("Propose did not end when the node began to stop")
+		}
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while Apply was stuck", err)
+	default:
+	}
+	close(sm.release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+}
