@@ -37,7 +37,8 @@ type options struct {
 	jsonOut  string
 	dir      string
 
-	child string // run one library's cluster in this process and print one JSON line
+	child      string // run one library's cluster in this process and print one JSON line
+	cpuprofile string // -child: write a CPU profile of the measured window to this file
 
 	core        bool
 	coreEntries int
@@ -66,6 +67,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.dir, "dir", "", "directory for the log directories (default: a temporary one)")
 	fs.StringVar(&o.child, "child", "", "internal: run LIB's cluster in this process and print one JSON result line")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "with -child: write a CPU profile of the measured window to this file")
 	fs.BoolVar(&o.core, "core", false, "compare stepraft core with etcd raft RawNode in memory instead")
 	fs.IntVar(&o.coreEntries, "core-entries", 200000, "-core: entries committed per run")
 	fs.IntVar(&o.coreSize, "core-size", 128, "-core: entry payload bytes")

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -112,7 +113,7 @@ func runChild(o options, stdout io.Writer) error {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	res, err := drive(o.child, filepath.Join(dir, o.child), o.clients[0], o.sizes[0], o.warmup, o.duration)
+	res, err := drive(o.child, filepath.Join(dir, o.child), o.clients[0], o.sizes[0], o.warmup, o.duration, o.cpuprofile)
 	if err != nil {
 		return err
 	}
@@ -127,7 +128,8 @@ func runChild(o options, stdout io.Writer) error {
 
 // drive runs the workload on lib's cluster: clients proposing size-byte
 // commands, measured for d after warmup.
-func drive(lib, dir string, clients, size int, warmup, d time.Duration) (childResult, error) {
+// With profile set, the measured window's CPU profile is written there.
+func drive(lib, dir string, clients, size int, warmup, d time.Duration, profile string) (childResult, error) {
 	res := childResult{Lib: lib, Clients: clients, Size: size}
 	t0 := time.Now()
 	c, err := starters[lib](dir)
@@ -185,11 +187,24 @@ func drive(lib, dir string, clients, size int, warmup, d time.Duration) (childRe
 		}()
 	}
 	time.Sleep(warmup)
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return res, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return res, err
+		}
+	}
 	io0 := ioWriteBytes()
 	start := time.Now()
 	measuring.Store(true)
 	time.Sleep(d)
 	measuring.Store(false)
+	if profile != "" {
+		pprof.StopCPUProfile()
+	}
 	elapsed := time.Since(start)
 	res.DiskBytes = -1
 	if io1 := ioWriteBytes(); io0 >= 0 && io1 >= 0 {
