@@ -29,8 +29,17 @@ type coreStorage struct {
 	known       bool
 	// ents are entries the store holds, contiguous from ents[0].Index up
 	// to at most last; bytes is their size (cachedSize).
+	//
+	// Entries hands out sub-slices of ents, which core passes on to the
+	// transport's queues and the apply goroutine: an element of the array
+	// is never written again once it may have been handed out. Dropped
+	// entries are resliced away, not cleared (dead counts them; the array
+	// is replaced once they outnumber the live ones, so they hold at most
+	// as much memory again as the bound), and appends after a truncation
+	// go to a new array.
 	ents  []core.Entry
 	bytes int
+	dead  int
 }
 
 // refresh reads the store's first and last index again. The loop calls it
@@ -73,6 +82,12 @@ func (s *coreStorage) written(rd core.Ready) {
 	for i := range rd.Entries {
 		s.bytes += cachedSize(&rd.Entries[i])
 	}
+	if need := len(s.ents) + len(rd.Entries); need > cap(s.ents) {
+		// Room for as many again: the cache is a window that moves
+		// forward, and append's growth of a quarter at a time would copy
+		// the whole window every few writes.
+		s.realloc(2*need + 16)
+	}
 	s.ents = append(s.ents, rd.Entries...)
 	if s.bytes > entryCacheBytes {
 		k, b := 0, s.bytes
@@ -84,32 +99,41 @@ func (s *coreStorage) written(rd core.Ready) {
 	}
 }
 
-// truncate drops the cached entries from index i on (all for 0).
+// truncate drops the cached entries from index i on (all for 0). The
+// array keeps them (they may have been handed out); the next append goes
+// to a new one.
 func (s *coreStorage) truncate(i Index) {
 	k := 0
 	if len(s.ents) > 0 && i > s.ents[0].Index {
 		k = int(min(i-s.ents[0].Index, Index(len(s.ents))))
 	}
+	if k == len(s.ents) {
+		return
+	}
 	for j := k; j < len(s.ents); j++ {
 		s.bytes -= cachedSize(&s.ents[j])
 	}
-	clear(s.ents[k:])
-	s.ents = s.ents[:k]
+	s.ents = s.ents[:k:k]
 }
 
-// drop drops the first k cached entries; the array is copied when most of
-// it is dead, so that it does not keep old payloads alive.
+// drop drops the first k cached entries. The array is replaced when the
+// dropped entries it still holds outnumber the live ones, so that it does
+// not keep old payloads alive for long.
 func (s *coreStorage) drop(k int) {
 	for j := 0; j < k; j++ {
 		s.bytes -= cachedSize(&s.ents[j])
 	}
-	rest := s.ents[k:]
-	if len(rest) < cap(s.ents)/2 {
-		s.ents = append(make([]core.Entry, 0, 2*len(rest)+16), rest...)
-	} else {
-		clear(s.ents[:k])
-		s.ents = rest
+	s.ents = s.ents[k:]
+	if s.dead += k; s.dead > len(s.ents) {
+		s.realloc(2*len(s.ents) + 16)
 	}
+}
+
+// realloc moves the live entries to a new array of capacity c.
+func (s *coreStorage) realloc(c int) {
+	grown := make([]core.Entry, len(s.ents), max(c, len(s.ents)))
+	copy(grown, s.ents)
+	s.ents, s.dead = grown, 0
 }
 
 // cached returns the position of index i in ents, if cached and held.

@@ -50,12 +50,14 @@ type Metrics struct {
 	LeaderChanges     uint64 // times the leader this node knows changed
 	MessagesDropped   uint64 // received but dropped on a full queue
 	EventsDropped     uint64 // events a slow reader of Events() missed
-	ApplyLatency      Histogram
-	ReadLatency       Histogram
-	FollowerMatchLag  map[NodeID]uint64 // leader only: last index - match
-	ReadsServed       uint64
-	ReadsFailed       uint64
-	UptimeSeconds     float64
+	// ApplyLatency is the time each batch of committed entries took to
+	// apply: StateMachine.Apply for each, and answering their proposers.
+	ApplyLatency     Histogram
+	ReadLatency      Histogram
+	FollowerMatchLag map[NodeID]uint64 // leader only: last index - match
+	ReadsServed      uint64
+	ReadsFailed      uint64
+	UptimeSeconds    float64
 }
 
 // PeerMetrics count the messages to and from one peer.

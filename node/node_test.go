@@ -724,3 +724,49 @@ func TestStopEndsWaitingCallsAtOnce(t *testing.T) {
 		t.Fatalf("Stop: %v", err)
 	}
 }
+
+// Entries committed while the state machine is slow wait in the apply
+// queue, and meanwhile the loop goes on writing, and the entry cache drops
+// its oldest entries: every queued entry must still apply as written.
+func TestEntriesQueuedForASlowStateMachineApplyIntact(t *testing.T) {
+	for _, size := range []int{1 << 10, 4 << 10, 16 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) { testQueuedEntriesApplyIntact(t, size) })
+	}
+}
+
+func testQueuedEntriesApplyIntact(t *testing.T, size int) {
+	lead, sm, stuckErr := newStuckCluster(t, 1000)
+	n := (2 << 20) / size // 2 MiB in all: past the entry cache
+	start := lead.Status().Commit
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			v := strings.Repeat(strconv.Itoa(i%10), size)
+			_, err := lead.Propose(context.Background(), nodetest.EncodePut(fmt.Sprintf("k%04d", i), v))
+			errs <- err
+		}()
+	}
+	deadline := time.Now().Add(nodetest.WaitTimeout)
+	for lead.Status().Commit < start+node.Index(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("commit %d, want %d", lead.Status().Commit, start+node.Index(n))
+		}
+		time.Sleep(5 * time.Millisecond) // polling, with a deadline
+	}
+	close(sm.release)
+	if err := <-stuckErr; err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("Propose: %v", err)
+		}
+	}
+	data := sm.Data()
+	for i := range n {
+		k := fmt.Sprintf("k%04d", i)
+		if v := data[k]; v != strings.Repeat(strconv.Itoa(i%10), size) {
+			t.Fatalf("%s holds %d bytes after apply, want %d", k, len(v), size)
+		}
+	}
+}

@@ -81,7 +81,7 @@ func (n *Node) WritePrometheus(w io.Writer) error {
 	p.counter("stepraft_events_dropped_total", "Events a slow reader missed.", m.EventsDropped)
 	p.counter("stepraft_reads_served_total", "Linearizable reads answered.", m.ReadsServed)
 	p.counter("stepraft_reads_failed_total", "Linearizable reads that failed.", m.ReadsFailed)
-	p.histogram("stepraft_apply_seconds", "Duration of StateMachine.Apply.", m.ApplyLatency)
+	p.histogram("stepraft_apply_seconds", "Duration of applying one batch of committed entries (StateMachine.Apply for each, and answering their proposers).", m.ApplyLatency)
 	p.histogram("stepraft_read_seconds", "Duration of linearizable reads.", m.ReadLatency)
 	p.gauge("stepraft_uptime_seconds", "Seconds since the node started.", m.UptimeSeconds)
 	return p.w.Flush()
