@@ -40,6 +40,7 @@ type result struct {
 type readRequest struct {
 	done      chan readResult // size 1
 	cancelled atomic.Bool
+	born      uint64 // Node.clock when the read began
 	// Owned by the loop.
 	deadline uint64
 }
@@ -256,10 +257,10 @@ func (n *Node) submit(ctx context.Context, p *proposal) (any, error) {
 	return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, cause)
 }
 
-// expiry runs the clock that times proposals out, on a goroutine of its
-// own: the loop may be held up (by a slow state machine, through the
-// apply queue), and a caller must still get an answer. When the node
-// stops it ends every proposal at once.
+// expiry runs the clock that times proposals and reads out, on a
+// goroutine of its own: the loop may be held up (by a slow state machine,
+// through the apply queue), and a caller must still get an answer. When
+// the node stops it ends every proposal and read at once.
 func (n *Node) expiry() {
 	t := time.NewTicker(n.cfg.TickInterval)
 	defer t.Stop()
@@ -267,9 +268,13 @@ func (n *Node) expiry() {
 		select {
 		case <-n.stopC:
 			n.failPending(n.stoppedErr())
+			n.endReads(0, n.stoppedErr())
+			n.wakeApplied()
 			return
 		case <-t.C:
-			n.timeOutPending(n.clock.Add(1))
+			now := n.clock.Add(1)
+			n.timeOutPending(now)
+			n.endReads(now, fmt.Errorf("%w: no answer within %v", ErrNoLeader, n.requestTimeout()))
 		}
 	}
 }
@@ -318,65 +323,106 @@ func (n *Node) Read(ctx context.Context, query []byte) (any, error) {
 	return v, err
 }
 
+// read confirms the read index with the loop, waits until it is applied
+// and queries the state machine. Like submit, it waits on its own
+// request, the applied signal and ctx, with no timer and no stop channel:
+// the expiry goroutine ends a read that waited RequestTimeoutTicks
+// (through rq.done) and, when the node stops, ends every read and wakes
+// those waiting for the applied index.
 func (n *Node) read(ctx context.Context, query []byte) (any, error) {
-	index, err := n.readIndex(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.waitApplied(ctx, index); err != nil {
+	if err := n.barrier(ctx); err != nil {
 		return nil, err
 	}
 	return n.query(query)
 }
 
-// readIndex asks the loop for a read index and waits for it.
-func (n *Node) readIndex(ctx context.Context) (Index, error) {
+// barrier returns once this node has applied every write acknowledged
+// before it was called (the first half of a linearizable read).
+func (n *Node) barrier(ctx context.Context) error {
 	if n.stopping() {
-		return 0, n.stoppedErr()
+		return n.stoppedErr()
 	}
-	rq := &readRequest{done: make(chan readResult, 1)}
-	timer := time.NewTimer(n.requestTimeout())
-	defer timer.Stop()
+	rq := &readRequest{done: make(chan readResult, 1), born: n.clock.Load()}
+	n.trackRead(rq)
+	defer n.untrackRead(rq)
+	if n.stopping() {
+		return n.stoppedErr() // the expiry's sweep may have missed rq
+	}
 	select {
 	case n.readC <- rq:
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-timer.C:
-		return 0, fmt.Errorf("%w: the node is too busy to take the read", ErrNoLeader)
-	case <-n.stopC:
-		return 0, n.stoppedErr()
+	default:
+		select {
+		case n.readC <- rq:
+		case r := <-rq.done: // timed out or stopped before the loop took it
+			rq.cancelled.Store(true)
+			return r.err
+		case <-ctx.Done():
+			rq.cancelled.Store(true)
+			return ctx.Err()
+		}
 	}
+	var index Index
 	select {
 	case r := <-rq.done:
-		return r.index, r.err
+		if r.err != nil {
+			rq.cancelled.Store(true)
+			return r.err
+		}
+		index = r.index
 	case <-ctx.Done():
 		rq.cancelled.Store(true)
-		return 0, ctx.Err()
-	case <-timer.C:
-		rq.cancelled.Store(true)
-		return 0, ErrNoLeader
-	case <-n.stopC:
-		return 0, n.stoppedErr()
+		return ctx.Err()
 	}
-}
-
-// waitApplied waits until the state machine has applied index.
-func (n *Node) waitApplied(ctx context.Context, index Index) error {
-	timer := time.NewTimer(n.requestTimeout())
-	defer timer.Stop()
 	for {
+		if n.stopping() {
+			return n.stoppedErr()
+		}
 		applied, ch := n.appliedSignal()
 		if applied >= index {
 			return nil
 		}
+		if testHookWaitApplied != nil {
+			testHookWaitApplied()
+		}
 		select {
 		case <-ch:
+		case r := <-rq.done:
+			if r.err != nil { // timed out or stopped
+				return r.err
+			}
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-timer.C:
-			return fmt.Errorf("%w: index %d not applied in time", ErrNoLeader, index)
-		case <-n.stopC:
-			return n.stoppedErr()
+		}
+	}
+}
+
+// testHookWaitApplied, if set, is called when a read goes to wait for
+// its index to apply.
+var testHookWaitApplied func()
+
+func (n *Node) trackRead(rq *readRequest) {
+	n.readMu.Lock()
+	n.reading[rq] = struct{}{}
+	n.readMu.Unlock()
+}
+
+func (n *Node) untrackRead(rq *readRequest) {
+	n.readMu.Lock()
+	delete(n.reading, rq)
+	n.readMu.Unlock()
+}
+
+// endReads ends the reads that began more than RequestTimeoutTicks ticks of
+// the clock before now (all of them when now is 0) with err. A read
+// whose answer from the loop is still unread gets err at the next tick.
+func (n *Node) endReads(now uint64, err error) {
+	limit := uint64(n.cfg.RequestTimeoutTicks)
+	n.readMu.Lock()
+	defer n.readMu.Unlock()
+	for rq := range n.reading {
+		if now == 0 || now-rq.born > limit {
+			rq.cancelled.Store(true)
+			rq.finish(0, err)
 		}
 	}
 }

@@ -86,9 +86,12 @@ type Node struct {
 	// Requests waiting for their entries to apply, by request ID.
 	pendMu  sync.Mutex
 	pending map[uint64]*proposal
-	// clock counts the expiry goroutine's ticks; a proposal notes it when
-	// submitted, and times out RequestTimeoutTicks later.
-	clock   atomic.Uint64
+	// clock counts the expiry goroutine's ticks; a proposal or read notes
+	// it when submitted, and times out RequestTimeoutTicks later.
+	clock atomic.Uint64
+	// Reads under way, for the expiry goroutine.
+	readMu  sync.Mutex
+	reading map[*readRequest]struct{}
 	reqBase uint64
 	nextReq atomic.Uint64
 
@@ -159,6 +162,7 @@ func newNode(cfg Config) (*Node, bootState, error) {
 		stopC:     make(chan struct{}),
 		done:      make(chan struct{}),
 		pending:   make(map[uint64]*proposal),
+		reading:   make(map[*readRequest]struct{}),
 		appliedCh: make(chan struct{}),
 		members:   make(map[NodeID]string),
 	}
@@ -490,6 +494,15 @@ func (n *Node) Applied() Index {
 	n.applyMu.Lock()
 	defer n.applyMu.Unlock()
 	return n.applied
+}
+
+// wakeApplied wakes whoever waits for the applied index to move (when
+// the node stops).
+func (n *Node) wakeApplied() {
+	n.applyMu.Lock()
+	close(n.appliedCh)
+	n.appliedCh = make(chan struct{})
+	n.applyMu.Unlock()
 }
 
 func (n *Node) setApplied(i Index) {

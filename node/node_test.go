@@ -689,29 +689,66 @@ func TestProposeEndsWithinTheRequestTimeoutWhileApplyHangs(t *testing.T) {
 	if err := <-stuckErr; !errors.Is(err, node.ErrOutcomeUnknown) {
 		t.Fatalf("the stuck Propose: %v, want ErrOutcomeUnknown", err)
 	}
+	// A read must wait for the stuck entry to apply: it times out too.
+	start = time.Now()
+	_, err = lead.Read(context.Background(), []byte("stuck"))
+	took = time.Since(start)
+	if !errors.Is(err, node.ErrNoLeader) {
+		t.Fatalf("Read behind a hung Apply: %v, want ErrNoLeader", err)
+	}
+	if took < timeout/2 || took > 10*time.Second {
+		t.Fatalf("Read behind a hung Apply took %v, want about %v", took, timeout)
+	}
 }
 
 func TestStopEndsWaitingCallsAtOnce(t *testing.T) {
 	// A request timeout of 1,000 ticks (20 s): only the stop can end the
 	// calls in time.
 	lead, sm, stuckErr := newStuckCluster(t, 1000)
-	later := make(chan error, 1)
+	later, read := make(chan error, 1), make(chan error, 1)
+	start := lead.Status().Commit
 	go func() {
 		_, err := lead.Propose(context.Background(), nodetest.EncodePut("later", "2"))
 		later <- err
 	}()
+	waiting := make(chan struct{}, 1)
+	node.SetTestHookWaitApplied(func() {
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+	})
+	defer node.SetTestHookWaitApplied(nil)
+	go func() {
+		_, err := lead.Read(context.Background(), []byte("stuck"))
+		read <- err
+	}()
+	// Both calls wait before the stop: the proposal committed (it cannot
+	// apply), the read for its index to apply.
+	deadline := time.Now().Add(nodetest.WaitTimeout)
+	for lead.Status().Commit <= start {
+		if time.Now().After(deadline) {
+			t.Fatal("the later proposal did not commit")
+		}
+		time.Sleep(5 * time.Millisecond) // polling, with a deadline
+	}
+	select {
+	case <-waiting:
+	case <-time.After(nodetest.WaitTimeout):
+		t.Fatal("the read never waited for its index to apply")
+	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- lead.Stop() }()
 	// Stop waits for the apply goroutine, which is stuck; the callers do
 	// not wait for it.
-	for _, ch := range []chan error{stuckErr, later} {
+	for i, ch := range []chan error{stuckErr, later, read} {
 		select {
 		case err := <-ch:
 			if !errors.Is(err, node.ErrStopped) {
-				t.Fatalf("Propose on a stopping node: %v, want ErrStopped", err)
+				t.Fatalf("call %d on a stopping node: %v, want ErrStopped", i, err)
 			}
 		case <-time.After(nodetest.WaitTimeout):
-			t.Fatal("Propose did not end when the node began to stop")
+			t.Fatalf("call %d did not end when the node began to stop", i)
 		}
 	}
 	select {

@@ -42,11 +42,7 @@ var ErrBadBackup = errors.New("node: bad backup")
 // write acknowledged before the call (so it fails with ErrNoLeader when no
 // leader can confirm that).
 func (n *Node) Backup(ctx context.Context, w io.Writer) (SnapshotInfo, error) {
-	index, err := n.readIndex(ctx)
-	if err == nil {
-		err = n.waitApplied(ctx, index)
-	}
-	if err != nil {
+	if err := n.barrier(ctx); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("node: backup: %w", err)
 	}
 	if err := n.Snapshot(ctx); err != nil {
