@@ -309,8 +309,9 @@ func (n *Node) timeOutPending(now uint64) {
 
 // Read runs query on the state machine once it reflects every write
 // acknowledged before Read was called (linearizable, by ReadIndex). It
-// fails with ErrNoLeader if no leader confirms the read within
-// RequestTimeoutTicks, or ctx's error.
+// fails with ErrNoLeader if no leader confirms the read, or this node does
+// not apply up to it, within RequestTimeoutTicks (and up to one tick
+// more); or with ctx's error, or ErrStopped.
 func (n *Node) Read(ctx context.Context, query []byte) (any, error) {
 	start := time.Now()
 	v, err := n.read(ctx, query)
