@@ -112,7 +112,10 @@ func (n *Node) abandonPending(term core.Term) {
 	}
 }
 
-// expirePending ends taken proposals past their deadline.
+// expirePending ends taken proposals past their deadline in loop ticks.
+// The expiry goroutine's clock ends every proposal at about the same
+// time; this keeps the deadline with the loop, which the simulator drives
+// without that goroutine.
 func (n *Node) expirePending(ticks uint64) {
 	n.pendMu.Lock()
 	var ps []*proposal
