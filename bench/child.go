@@ -50,7 +50,9 @@ type startArgs struct {
 	Dir      string // the configuration's: each node's wal is in Dir/ID
 	Sync     string
 	MaxBatch int
-	Tick     time.Duration
+	// SnapshotEntries is node.Config.SnapshotEntries (0: the default).
+	SnapshotEntries uint64 `json:",omitempty"`
+	Tick            time.Duration
 }
 
 type runArgs struct {
@@ -107,7 +109,7 @@ func childMain(stdin io.Reader, stdout, stderr io.Writer) int {
 			if err != nil {
 				return fail(err)
 			}
-			if c, err = startNodes(a.IDs, a.Peers, a.Dir, policy, a.MaxBatch, a.Tick); err != nil {
+			if c, err = startNodes(a.IDs, a.Peers, a.Dir, policy, a.MaxBatch, a.SnapshotEntries, a.Tick); err != nil {
 				return fail(err)
 			}
 			send(reply{Op: "started"})

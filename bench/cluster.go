@@ -83,7 +83,7 @@ func loopbackPeers() (map[node.NodeID]string, error) {
 
 // startNodes starts the members ids of the cluster peers, each with its
 // wal in dir/ID.
-func startNodes(ids []node.NodeID, peers map[node.NodeID]string, dir string, policy wal.SyncPolicy, maxBatch int, tick time.Duration) (*cluster, error) {
+func startNodes(ids []node.NodeID, peers map[node.NodeID]string, dir string, policy wal.SyncPolicy, maxBatch int, snapEntries uint64, tick time.Duration) (*cluster, error) {
 	c := &cluster{nodes: map[node.NodeID]*node.Node{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -93,7 +93,7 @@ func startNodes(ids []node.NodeID, peers map[node.NodeID]string, dir string, pol
 		go func() {
 			defer wg.Done()
 			n, err := node.Start(node.Config{ID: id, Peers: maps.Clone(peers), DataDir: filepath.Join(dir, fmt.Sprint(id)),
-				Sync: policy, MaxBatchBytes: maxBatch, TickInterval: tick, StateMachine: &kv{}})
+				Sync: policy, MaxBatchBytes: maxBatch, SnapshotEntries: snapEntries, TickInterval: tick, StateMachine: &kv{}})
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && firstErr == nil {

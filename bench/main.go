@@ -41,14 +41,16 @@ type options struct {
 	sizes    []int
 	syncs    []string
 	maxBatch int
-	duration time.Duration
-	warmup   time.Duration
-	reads    float64
-	dir      string
-	jsonOut  string
-	svgOut   string
-	tick     time.Duration
-	procs    bool
+	// snapEntries is node.Config.SnapshotEntries (0: node's default).
+	snapEntries uint64
+	duration    time.Duration
+	warmup      time.Duration
+	reads       float64
+	dir         string
+	jsonOut     string
+	svgOut      string
+	tick        time.Duration
+	procs       bool
 	// cpuProfile is a directory for CPU profiles, or empty.
 	cpuProfile string
 	// leaderTimeout bounds the wait for the three nodes to agree on a
@@ -64,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	syncs := fs.String("sync", "each", "sync policies: each, interval, never (comma-separated)")
 	o := options{leaderTimeout: 20 * time.Second}
 	fs.IntVar(&o.maxBatch, "max-batch", node.DefaultMaxBatchBytes, "node MaxBatchBytes")
+	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 0, "node SnapshotEntries: applied entries between snapshots (0: node's default, 10,000)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per configuration")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before it")
 	fs.Float64Var(&o.reads, "reads", 0, "fraction of operations that are linearizable reads")
@@ -154,7 +157,7 @@ func benchmark(o options, stdout, stderr io.Writer) error {
 	for _, s := range o.syncs {
 		for _, size := range o.sizes {
 			for _, clients := range o.clients {
-				cfg := config{Sync: s, Size: size, Clients: clients, MaxBatch: o.maxBatch, Reads: o.reads, Procs: o.procs}
+				cfg := config{Sync: s, Size: size, Clients: clients, MaxBatch: o.maxBatch, SnapshotEntries: o.snapEntries, Reads: o.reads, Procs: o.procs}
 				r, err := measure(cfg, o, filepath.Join(dir, fmt.Sprintf("%s-%d-%d", s, size, clients)), stderr)
 				if err != nil {
 					return fmt.Errorf("%+v: %w", cfg, err)
@@ -187,8 +190,10 @@ type config struct {
 	Size     int
 	Clients  int
 	MaxBatch int
-	Reads    float64
-	Procs    bool // each node in its own process
+	// SnapshotEntries is node.Config.SnapshotEntries; 0 is node's default.
+	SnapshotEntries uint64 `json:",omitempty"`
+	Reads           float64
+	Procs           bool // each node in its own process
 }
 
 // result is what one configuration measured.

@@ -216,7 +216,7 @@ func measureOnce(cfg config, o options, dir string, stderr io.Writer) (result, e
 			return res, err
 		}
 		procs = append(procs, p)
-		err = p.send(request{Op: "start", Start: &startArgs{IDs: ids, Peers: peers, Dir: dir, Sync: cfg.Sync, MaxBatch: cfg.MaxBatch, Tick: o.tick}})
+		err = p.send(request{Op: "start", Start: &startArgs{IDs: ids, Peers: peers, Dir: dir, Sync: cfg.Sync, MaxBatch: cfg.MaxBatch, SnapshotEntries: cfg.SnapshotEntries, Tick: o.tick}})
 		if err != nil {
 			return res, err
 		}
