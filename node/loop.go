@@ -40,8 +40,8 @@ type loop struct {
 	// conf is the configuration last applied to core; the transport's
 	// peers are its members.
 	conf core.ConfState
-	// now and later are handleReady's message buffers, reused.
-	now, later []core.Message
+	// out is sendReady's message buffer, reused.
+	out []core.Message
 	// handoff passes committed work to the applier: Node.handoff, or the
 	// simulator's queue.
 	handoff func(applyTask)
@@ -502,7 +502,6 @@ func (l *loop) report() {
 // loop, or in the background if it must be synced and write is set (then
 // onSaved finishes it).
 func (l *loop) handleReady() error {
-	n := l.n
 	rd := l.r.Ready()
 	l.batchBytes = 0 // what was taken goes into this Ready
 	if rd.HardState.Term != 0 {
@@ -511,18 +510,7 @@ func (l *loop) handleReady() error {
 	if rd.SoftState != nil {
 		l.softChanged(*rd.SoftState)
 	}
-	now := l.now[:0]
-	for _, m := range rd.Messages {
-		if !m.Type.IsResponse() {
-			now = append(now, m)
-		}
-	}
-	n.metrics.sent(now)
-	n.tr.Send(now)
-	// Send keeps no reference to the slice: it is reused, cleared so it
-	// does not hold entries past this Ready.
-	clear(now)
-	l.now = now[:0]
+	l.sendReady(rd, false)
 	if rd.MustSync && l.write != nil {
 		// The committed entries below the ones written are durable
 		// already (core's contract): they are applied now.
@@ -537,6 +525,23 @@ func (l *loop) handleReady() error {
 		return err
 	}
 	return l.finishReady(rd, 0)
+}
+
+// sendReady sends the messages of rd that wait for its write (responses)
+// or those that do not.
+func (l *loop) sendReady(rd core.Ready, responses bool) {
+	out := l.out[:0]
+	for _, m := range rd.Messages {
+		if m.Type.IsResponse() == responses {
+			out = append(out, m)
+		}
+	}
+	l.n.metrics.sent(out)
+	l.n.tr.Send(out)
+	// Send keeps no reference to the slice: it is reused, cleared so it
+	// does not hold entries past this Ready.
+	clear(out)
+	l.out = out[:0]
 }
 
 // setTerm publishes the term core is in.
@@ -581,18 +586,8 @@ func (l *loop) onRecord(rr recordRequest) {
 // installs the snapshot, applies the committed entries (after the first
 // early ones, applied already), answers reads and advances core.
 func (l *loop) finishReady(rd core.Ready, early int) error {
-	n := l.n
 	l.st.written(rd)
-	later := l.later[:0]
-	for _, m := range rd.Messages {
-		if m.Type.IsResponse() {
-			later = append(later, m)
-		}
-	}
-	n.metrics.sent(later)
-	n.tr.Send(later)
-	clear(later)
-	l.later = later[:0]
+	l.sendReady(rd, true)
 	var task applyTask
 	if !rd.Snapshot.IsEmpty() {
 		if err := l.installSnapshot(rd.Snapshot, &task); err != nil {

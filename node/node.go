@@ -500,8 +500,7 @@ func (n *Node) Applied() Index {
 // the node stops).
 func (n *Node) wakeApplied() {
 	n.applyMu.Lock()
-	close(n.appliedCh)
-	n.appliedCh = make(chan struct{})
+	n.signalAppliedLocked()
 	n.applyMu.Unlock()
 }
 
@@ -509,10 +508,16 @@ func (n *Node) setApplied(i Index) {
 	n.applyMu.Lock()
 	if i > n.applied {
 		n.applied = i
-		close(n.appliedCh)
-		n.appliedCh = make(chan struct{})
+		n.signalAppliedLocked()
 	}
 	n.applyMu.Unlock()
+}
+
+// signalAppliedLocked wakes the waiters on appliedCh and gives later ones
+// a new channel; applyMu is held.
+func (n *Node) signalAppliedLocked() {
+	close(n.appliedCh)
+	n.appliedCh = make(chan struct{})
 }
 
 // appliedSignal returns the applied index and a channel closed when it
