@@ -82,6 +82,14 @@ func (n *Node) startLoop(boot bootState) error {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
+			// A new goroutine runs next on the loop's processor, ahead
+			// of the transport's senders woken by the Ready's messages,
+			// and a goroutine in fsync keeps its processor: a leader's
+			// appends would wait behind its own write. Let them go
+			// first. (A follower's response waits for the write.)
+			if sendsRequests(rd.Messages) {
+				runtime.Gosched()
+			}
 			n.savedC <- l.save(rd)
 		}()
 	}
@@ -542,6 +550,17 @@ func (l *loop) sendReady(rd core.Ready, responses bool) {
 	// does not hold entries past this Ready.
 	clear(out)
 	l.out = out[:0]
+}
+
+// sendsRequests says whether msgs hold a message that does not wait for
+// its Ready's write.
+func sendsRequests(msgs []core.Message) bool {
+	for i := range msgs {
+		if !msgs[i].Type.IsResponse() {
+			return true
+		}
+	}
+	return false
 }
 
 // setTerm publishes the term core is in.
