@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +26,9 @@ type workload struct {
 	// CPUProfile, if set, is where the child writes a CPU profile of the
 	// measured window (all its nodes, and the clients if they run here).
 	CPUProfile string
+	// Trace, if set, is where the child writes an execution trace of the
+	// measured window (go tool trace).
+	Trace string
 }
 
 // clients are N goroutines driving one node: each proposes a command (or,
@@ -137,7 +143,7 @@ func runWorkload(nodes map[node.NodeID]*node.Node, lead node.NodeID, w workload,
 	for id, n := range nodes {
 		m0[id] = n.Metrics()
 	}
-	stopProfile := startCPUProfile(w.CPUProfile)
+	stopProfile := startProfiles(w.CPUProfile, w.Trace)
 	cpu0, _ := cpuTime()
 	start := time.Now()
 	if c != nil {
@@ -181,15 +187,26 @@ func runWorkload(nodes map[node.NodeID]*node.Node, lead node.NodeID, w workload,
 	return res
 }
 
-// startCPUProfile starts a CPU profile into path (none if path is empty)
-// and returns what stops it and reports the first error.
-func startCPUProfile(path string) (stop func() error) {
+// startProfiles starts a CPU profile into cpuPath and an execution trace
+// into tracePath (each only if its path is set) and returns what stops
+// them and reports the first error.
+func startProfiles(cpuPath, tracePath string) (stop func() error) {
+	stopCPU := startProfile(cpuPath, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	stopTrace := startProfile(tracePath, trace.Start, trace.Stop)
+	return func() error {
+		return errors.Join(stopCPU(), stopTrace())
+	}
+}
+
+// startProfile starts one profile into path (none if path is empty) and
+// returns what stops it and reports the first error.
+func startProfile(path string, start func(io.Writer) error, stop func()) func() error {
 	if path == "" {
 		return func() error { return nil }
 	}
 	f, err := os.Create(path)
 	if err == nil {
-		if err = pprof.StartCPUProfile(f); err != nil {
+		if err = start(f); err != nil {
 			f.Close()
 		}
 	}
@@ -197,7 +214,7 @@ func startCPUProfile(path string) (stop func() error) {
 		return func() error { return err }
 	}
 	return func() error {
-		pprof.StopCPUProfile()
+		stop()
 		return f.Close()
 	}
 }

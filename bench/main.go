@@ -51,8 +51,10 @@ type options struct {
 	svgOut      string
 	tick        time.Duration
 	procs       bool
-	// cpuProfile is a directory for CPU profiles, or empty.
+	// cpuProfile and trace are directories for CPU profiles and
+	// execution traces, or empty.
 	cpuProfile string
+	trace      string
 	// leaderTimeout bounds the wait for the three nodes to agree on a
 	// leader (not a flag: tests shorten it).
 	leaderTimeout time.Duration
@@ -75,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.svgOut, "svg", "", "also draw throughput against p99 latency per sync policy to this SVG file")
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "node tick interval")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each configuration's measured window into this directory (one file per process)")
+	fs.StringVar(&o.trace, "trace", "", "write an execution trace of each configuration's measured window into this directory (one file per process; go tool trace)")
 	fs.BoolVar(&o.procs, "procs", false, "run each node in its own process (default: one process holds the three)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -134,15 +137,21 @@ func benchmark(o options, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	if o.cpuProfile != "" {
-		abs, err := filepath.Abs(o.cpuProfile)
+	for _, d := range []struct {
+		flag string
+		dir  *string
+	}{{"cpuprofile", &o.cpuProfile}, {"trace", &o.trace}} {
+		if *d.dir == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*d.dir)
 		if err == nil {
 			err = os.MkdirAll(abs, 0o755)
 		}
 		if err != nil {
-			return fmt.Errorf("-cpuprofile: %w", err)
+			return fmt.Errorf("-%s: %w", d.flag, err)
 		}
-		o.cpuProfile = abs
+		*d.dir = abs
 	}
 	cal, err := calibrate(dir)
 	if err != nil {

@@ -238,8 +238,12 @@ func measureOnce(cfg config, o options, dir string, stderr io.Writer) (result, e
 	w := workload{Clients: cfg.Clients, Size: cfg.Size, Reads: cfg.Reads, Warmup: o.warmup, Duration: o.duration}
 	for _, p := range procs {
 		w := w
+		name := fmt.Sprintf("%s-%d-%d-nodes%s", cfg.Sync, cfg.Size, cfg.Clients, idList(p.ids))
 		if o.cpuProfile != "" {
-			w.CPUProfile = filepath.Join(o.cpuProfile, fmt.Sprintf("cpu-%s-%d-%d-nodes%s.pprof", cfg.Sync, cfg.Size, cfg.Clients, idList(p.ids)))
+			w.CPUProfile = filepath.Join(o.cpuProfile, "cpu-"+name+".pprof")
+		}
+		if o.trace != "" {
+			w.Trace = filepath.Join(o.trace, "trace-"+name+".out")
 		}
 		if err := p.send(request{Op: "run", Run: &runArgs{Leader: lead, Workload: w}}); err != nil {
 			return res, err
