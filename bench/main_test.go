@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -77,8 +78,9 @@ func TestSmoke(t *testing.T) {
 	out.Reset()
 	errOut.Reset()
 	procsJSON := filepath.Join(dir, "procs.json")
+	profDir := filepath.Join(dir, "prof")
 	rc = run([]string{"-procs", "-clients", "4", "-size", "16", "-sync", "each", "-duration", "1s", "-warmup", "200ms",
-		"-tick", "50ms", "-reads", "0.2", "-dir", dir, "-json", procsJSON}, &out, &errOut)
+		"-tick", "50ms", "-reads", "0.2", "-dir", dir, "-json", procsJSON, "-cpuprofile", profDir, "-trace", profDir}, &out, &errOut)
 	if rc != 0 {
 		t.Fatalf("-procs: exit %d\n%s\n%s", rc, out.String(), errOut.String())
 	}
@@ -96,6 +98,18 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("-procs JSON: %+v", got)
 	}
 	checkResult(t, got[0], 3)
+	// A CPU profile and an execution trace from each process.
+	for id := 1; id <= 3; id++ {
+		for _, f := range []struct{ name, magic string }{
+			{fmt.Sprintf("cpu-each-16-4-nodes%d.pprof", id), "\x1f\x8b"}, // gzip
+			{fmt.Sprintf("trace-each-16-4-nodes%d.out", id), "go 1."},
+		} {
+			b, err := os.ReadFile(filepath.Join(profDir, f.name))
+			if err != nil || !bytes.HasPrefix(b, []byte(f.magic)) {
+				t.Errorf("%s: %d bytes, err %v", f.name, len(b), err)
+			}
+		}
+	}
 }
 
 func readResults(t *testing.T, file string) []result {
