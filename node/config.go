@@ -94,7 +94,11 @@ type Config struct {
 	// 1 MiB.
 	MaxCommandBytes int
 	// SnapshotEntries is how many applied entries trigger a snapshot;
-	// default 10,000.
+	// default 10,000. Each snapshot costs a few fsyncs and a compaction
+	// of the log, during which the node's loop waits: under tens of
+	// thousands of entries a second, a larger value (100,000) trades a
+	// longer log (on disk, and replayed at restart) for fewer of those
+	// stalls (bench/README.md, "How often to snapshot").
 	SnapshotEntries uint64
 	// TrailingEntries is how many entries compaction keeps behind a
 	// snapshot, for followers only a little behind; default 5,000.
