@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -20,6 +21,9 @@ var (
 	benchSizes    = []int{128, 4 << 10}
 	benchBatches  = []int{1, 64, 512}
 )
+
+// benchPhaseSeed seeds where BenchmarkSaveBesideRaw's two sides compact.
+var benchPhaseSeed = flag.Uint64("wal.phase-seed", 1, "seed of the compaction points BenchmarkSaveBesideRaw draws for each side")
 
 // benchCompactBytes is how much payload a benchmark writes between two
 // compactions, so that a long run keeps its disk use bounded (about this
@@ -192,8 +196,19 @@ func benchRawTidwall(b *testing.B, synced bool, size, batch int) {
 // "control" is "sync" with a second synced raw tidwall/wal log in the
 // place of Save: the two sides do the same work, so its ratios show how
 // far this harness alone moves a run from 100 % on the machine at hand.
+// "bytes" is "control" with that second log's payloads as long as Save's
+// records: the cost of the record's bytes alone.
+//
+// After the first op, and then every benchCompactBytes, each side drops
+// its old entries (with the timer stopped) and keeps a random number of
+// the last batch's, drawn for each side apart (-wal.phase-seed): an op's
+// cost depends on how full tidwall/wal's tail segment is when it starts
+// (a roll, the regrowth of the segment's buffer), and two logs that
+// started empty and write nearly the same bytes would otherwise keep the
+// same fixed offset from the op boundaries for a whole run — a bias for
+// or against one side that a small difference in bytes decides.
 func BenchmarkSaveBesideRaw(b *testing.B) {
-	for _, mode := range []string{"sync", "nosync", "control"} {
+	for _, mode := range []string{"sync", "nosync", "control", "bytes"} {
 		for _, size := range benchSizes {
 			for _, batch := range benchBatches {
 				b.Run(fmt.Sprintf("%s/size=%d/batch=%d", mode, size, batch), func(b *testing.B) {
@@ -216,15 +231,20 @@ func benchSaveBesideRaw(b *testing.B, mode string, size, batch int) {
 	}
 	defer l.Close()
 	tl := openRawTidwall(b)
-	var twin *twal.Log // control: the raw log in Save's place
-	if mode == "control" {
+	var twin *twal.Log // control, bytes: the raw log in Save's place
+	data := benchPayload(size)
+	twinData := data
+	if mode == "control" || mode == "bytes" {
 		twin = openRawTidwall(b)
 	}
+	if mode == "bytes" {
+		twinData = benchPayload(len(appendRecord(nil, &core.Entry{Index: 1 << 16, Term: 1, Data: data})))
+	}
+	rng := rand.New(rand.NewPCG(*benchPhaseSeed, uint64(size)<<32|uint64(batch)))
 	hs := core.HardState{Term: 1, Vote: 1}
 	if err := l.Save(core.Ready{HardState: hs, MustSync: true}); err != nil {
 		b.Fatal(err)
 	}
-	data := benchPayload(size)
 	ents := make([]core.Entry, batch)
 	var bt, twinBatch twal.Batch
 	next := core.Index(1)
@@ -233,7 +253,7 @@ func benchSaveBesideRaw(b *testing.B, mode string, size, batch int) {
 	var saveOps, rawOps []time.Duration
 	b.SetBytes(int64(2 * size * batch))
 	// writeRaw is one op on a raw log: a batch of the payloads, and a Sync.
-	writeRaw := func(tl *twal.Log, bt *twal.Batch) {
+	writeRaw := func(tl *twal.Log, bt *twal.Batch, data []byte) {
 		bt.Clear()
 		for j := range batch {
 			bt.Write(uint64(next)+uint64(j), data)
@@ -255,7 +275,7 @@ func benchSaveBesideRaw(b *testing.B, mode string, size, batch int) {
 		save := func() {
 			t0 := time.Now()
 			if twin != nil {
-				writeRaw(twin, &twinBatch)
+				writeRaw(twin, &twinBatch, twinData)
 			} else if err := l.Save(core.Ready{HardState: hs, Entries: ents, MustSync: synced}); err != nil {
 				b.Fatal(err)
 			}
@@ -265,7 +285,7 @@ func benchSaveBesideRaw(b *testing.B, mode string, size, batch int) {
 		}
 		raw := func() {
 			t0 := time.Now()
-			writeRaw(tl, &bt)
+			writeRaw(tl, &bt, data)
 			d := time.Since(t0)
 			rawNs += d
 			rawOps = append(rawOps, d)
@@ -280,22 +300,26 @@ func benchSaveBesideRaw(b *testing.B, mode string, size, batch int) {
 			save()
 		}
 		next += core.Index(batch)
-		if written += size * batch; written >= benchCompactBytes {
+		if written += size * batch; written >= benchCompactBytes || next == core.Index(batch)+1 {
+			// Each side keeps 1 to batch of the entries just written.
 			b.StopTimer()
+			keepSave, keepRaw := core.Index(1+rng.IntN(batch)), core.Index(1+rng.IntN(batch))
 			if twin != nil {
-				if err := twin.TruncateFront(uint64(hs.Commit)); err != nil {
+				if err := twin.TruncateFront(uint64(next - keepSave)); err != nil {
 					b.Fatal(err)
 				}
 			} else {
-				snap := core.SnapshotMeta{Index: hs.Commit, Term: 1, ConfState: core.ConfState{Voters: []core.NodeID{1}}}
+				snap := core.SnapshotMeta{Index: next - 1, Term: 1, ConfState: core.ConfState{Voters: []core.NodeID{1}}}
 				if err := l.SetSnapshot(snap); err != nil {
 					b.Fatal(err)
 				}
-				if err := l.Compact(snap.Index); err != nil {
-					b.Fatal(err)
+				if c := next - 1 - keepSave; c > 0 { // 0: all of the first batch kept
+					if err := l.Compact(c); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
-			if err := tl.TruncateFront(uint64(hs.Commit)); err != nil {
+			if err := tl.TruncateFront(uint64(next - keepRaw)); err != nil {
 				b.Fatal(err)
 			}
 			written = 0
