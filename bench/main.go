@@ -68,7 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	syncs := fs.String("sync", "each", "sync policies: each, interval, never (comma-separated)")
 	o := options{leaderTimeout: 20 * time.Second}
 	fs.IntVar(&o.maxBatch, "max-batch", node.DefaultMaxBatchBytes, "node MaxBatchBytes")
-	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 0, "node SnapshotEntries: applied entries between snapshots (0: node's default, 10,000)")
+	fs.Uint64Var(&o.snapEntries, "snapshot-entries", 0, fmt.Sprintf("node SnapshotEntries: applied entries between snapshots (0: node's default, %d)", node.DefaultSnapshotEntries))
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per configuration")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before it")
 	fs.Float64Var(&o.reads, "reads", 0, "fraction of operations that are linearizable reads")

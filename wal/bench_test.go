@@ -121,15 +121,20 @@ func BenchmarkRawTidwall(b *testing.B) {
 				b.Run(fmt.Sprintf("%s/size=%d/batch=%d", name, size, batch), func(b *testing.B) {
 					n := size
 					if name == "syncrec" {
-						// An index past 2^16 and term 1, as in a log that
-						// has been running for a while.
-						n = len(appendRecord(nil, &core.Entry{Index: 1 << 16, Term: 1, Data: benchPayload(size)}))
+						n = benchRecordSize(size)
 					}
 					benchRawTidwall(b, name != "nosync", n, batch)
 				})
 			}
 		}
 	}
+}
+
+// benchRecordSize is the size of the record the log stores for a payload
+// of size bytes: with an index past 2^16 and term 1, as in a log that has
+// been running for a while.
+func benchRecordSize(size int) int {
+	return len(appendRecord(nil, &core.Entry{Index: 1 << 16, Term: 1, Data: benchPayload(size)}))
 }
 
 // openRawTidwall opens tidwall/wal alone as the log opens it (NoSync,
@@ -238,7 +243,7 @@ func benchSaveBesideRaw(b *testing.B, mode string, size, batch int) {
 		twin = openRawTidwall(b)
 	}
 	if mode == "bytes" {
-		twinData = benchPayload(len(appendRecord(nil, &core.Entry{Index: 1 << 16, Term: 1, Data: data})))
+		twinData = benchPayload(benchRecordSize(size))
 	}
 	rng := rand.New(rand.NewPCG(*benchPhaseSeed, uint64(size)<<32|uint64(batch)))
 	hs := core.HardState{Term: 1, Vote: 1}
